@@ -1,0 +1,41 @@
+# Everything the project needs is installed by these targets; nothing by hand.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+
+BENCH_VENV  := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+.PHONY: setup demo test bench-env bench clean
+
+setup: $(STAMP)
+
+# torch is pinned and installed first: an unpinned torch would pull gigabytes of CUDA.
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[all,test]'
+	touch $(STAMP)
+
+demo: setup
+	$(PY) examples/demo.py
+
+test: setup
+	$(PY) -m pytest -q tests
+
+# The peers to beat live in an environment of their own: their pins clash with the tests'.
+$(BENCH_STAMP): pyproject.toml
+	test -d $(BENCH_VENV) || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(BENCH_VENV)/bin/python -m pip install -q -e '.[weights,onnx,openvino]' 'sentence-transformers[onnx,openvino]'
+	touch $(BENCH_STAMP)
+
+bench-env: $(BENCH_STAMP)
+
+bench: bench-env
+	$(BENCH_VENV)/bin/python benchmarks/encode.py
+
+clean:
+	rm -rf $(VENV) $(BENCH_VENV) *.egg-info

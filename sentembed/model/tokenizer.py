@@ -1,0 +1,76 @@
+"""The WordPiece tokenizer of a model directory, with the module's truncation.
+
+tokenizer.json may carry its own truncation and fixed padding (the all-mpnet-base-v2 zip
+says 128 and 128); the Sentence Transformers module config wins, as in the reference.
+
+    tok = Tokenizer.from_dir(path, max_length=384)
+    batch = tok(["a sentence", "another"])   # {"input_ids", "attention_mask"}, padded to longest
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer as FastTokenizer
+
+
+class Tokenizer:
+    def __init__(self, fast: FastTokenizer, max_length: int, do_lower_case: bool = False, pad_id: int = 1):
+        self.fast = fast
+        self.max_length = max_length
+        self.do_lower_case = do_lower_case
+        self.pad_id = pad_id
+        fast.no_padding()
+        fast.enable_truncation(max_length=max_length)
+        self._untruncated = FastTokenizer.from_str(fast.to_str())
+        self._untruncated.no_truncation()
+
+    @classmethod
+    def from_dir(cls, path: Path, max_length: int, do_lower_case: bool = False) -> "Tokenizer":
+        path = Path(path)
+        file = path / "tokenizer.json"
+        if not file.is_file():
+            raise FileNotFoundError(
+                f"{file} is missing; sentembed needs the fast tokenizer file "
+                "(save the tokenizer with transformers' save_pretrained to create it)"
+            )
+        try:
+            fast = FastTokenizer.from_file(str(file))
+        except Exception as err:  # the Rust side raises a bare Exception on bad JSON
+            raise ValueError(f"{file} is not a valid tokenizer file: {err}") from err
+        pad_id = fast.token_to_id("<pad>")
+        padding = json.loads(file.read_text(encoding="utf-8")).get("padding") or {}
+        pad_id = padding.get("pad_id", 1 if pad_id is None else pad_id)
+        return cls(fast, max_length, do_lower_case, pad_id)
+
+    def set_max_length(self, max_length: int) -> None:
+        self.max_length = max_length
+        self.fast.enable_truncation(max_length=max_length)
+
+    def _prepare(self, texts: list[str]) -> list[str]:
+        return [t.lower() for t in texts] if self.do_lower_case else list(texts)
+
+    def ids(self, texts: list[str]) -> list[list[int]]:
+        """Token ids per text, with special tokens, truncated to max_length."""
+        return [e.ids for e in self.fast.encode_batch(self._prepare(texts))]
+
+    def count(self, texts: list[str]) -> list[int]:
+        """Tokens per text with special tokens, before truncation."""
+        return [len(e.ids) for e in self._untruncated.encode_batch(self._prepare(texts))]
+
+    def pad(self, ids: list[list[int]], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        width = max((len(row) for row in ids), default=0)
+        input_ids = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, row in enumerate(ids):
+            input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            attention_mask[i, : len(row)] = 1
+        return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+
+    def __call__(self, texts: list[str], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        return self.pad(self.ids(texts), device)
+
+    def save(self, path: Path) -> None:
+        """Write tokenizer.json without our truncation, so other loaders apply their own."""
+        self._untruncated.save(str(Path(path) / "tokenizer.json"))

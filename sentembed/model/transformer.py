@@ -1,0 +1,112 @@
+"""The Transformer module: tokenizer + MPNet, the first module of every pipeline."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .files import read_json, write_json
+from .mpnet import MPNet, MPNetConfig
+from .tokenizer import Tokenizer
+from .weights import WeightsError, check_finite, read_weights, write_weights
+
+# Checkpoint entries that are not part of the encoder: buffers, the pooler, MLM heads.
+_IGNORED_PREFIXES = ("pooler.", "lm_head.", "embeddings.position_ids")
+
+
+def _encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map a checkpoint's names onto ours: MPNetForMaskedLM nests the encoder under `mpnet.`."""
+    if any(k.startswith("mpnet.") for k in state):
+        state = {k[len("mpnet."):]: v for k, v in state.items() if k.startswith("mpnet.")}
+    return {k: v for k, v in state.items() if not k.startswith(_IGNORED_PREFIXES)}
+
+
+class Transformer(nn.Module):
+    """Token ids to token embeddings; owns the tokenizer and the maximum sequence length."""
+
+    config_file = "sentence_bert_config.json"
+
+    def __init__(self, encoder: MPNet, tokenizer: Tokenizer, max_seq_length: int, do_lower_case: bool = False):
+        super().__init__()
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.do_lower_case = do_lower_case
+        self.max_seq_length = max_seq_length
+
+    @property
+    def max_seq_length(self) -> int:
+        return self._max_seq_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        # Positions 0 and 1 are reserved (padding_idx + 1 is the first real position).
+        limit = self.encoder.config.max_position_embeddings - self.encoder.config.pad_token_id - 1
+        if not 2 <= value <= limit:
+            raise ValueError(f"max_seq_length must be between 2 and {limit} for this model, got {value}")
+        self._max_seq_length = value
+        self.tokenizer.set_max_length(value)
+
+    @property
+    def dimension(self) -> int:
+        return self.encoder.config.hidden_size
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        features["token_embeddings"] = self.encoder(features["input_ids"], features["attention_mask"])
+        return features
+
+    @classmethod
+    def load(cls, path: Path, max_seq_length: int | None = None) -> "Transformer":
+        path = Path(path)
+        module_config = read_json(path / cls.config_file) if (path / cls.config_file).is_file() else {}
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{config_file} is missing: not a Hugging Face model directory")
+        config = MPNetConfig.from_dict(read_json(config_file))
+        if max_seq_length is None:
+            max_seq_length = module_config.get("max_seq_length") or _tokenizer_max_length(path)
+        if max_seq_length is None:
+            max_seq_length = config.max_position_embeddings - config.pad_token_id - 1
+        encoder = MPNet(config)
+        state, source = read_weights(path)
+        load_encoder_state(encoder, _encoder_state(state), source)
+        check_finite(encoder.state_dict(), source)
+        do_lower_case = bool(module_config.get("do_lower_case", False))
+        tokenizer = Tokenizer.from_dir(path, max_seq_length, do_lower_case)
+        return cls(encoder, tokenizer, max_seq_length, do_lower_case).eval()
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        write_json(path / "config.json", self.encoder.config.to_dict())
+        write_weights(self.encoder.state_dict(), path / "model.safetensors")
+        self.tokenizer.save(path)
+        write_json(path / "tokenizer_config.json", {
+            "tokenizer_class": "MPNetTokenizer", "do_lower_case": True, "model_max_length": self.max_seq_length,
+            "bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
+            "unk_token": "[UNK]", "pad_token": "<pad>", "mask_token": "<mask>",
+        })
+        write_json(path / self.config_file, {"max_seq_length": self.max_seq_length, "do_lower_case": self.do_lower_case})
+
+
+def _tokenizer_max_length(path: Path) -> int | None:
+    """Newer sentence-transformers keep max_seq_length as the tokenizer's model_max_length."""
+    file = path / "tokenizer_config.json"
+    if not file.is_file():
+        return None
+    value = read_json(file).get("model_max_length")
+    return int(value) if isinstance(value, (int, float)) and value < 100_000 else None
+
+
+def load_encoder_state(encoder: MPNet, state: dict[str, torch.Tensor], source: Path) -> None:
+    expected = encoder.state_dict()
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise WeightsError(f"{source} lacks {len(missing)} encoder tensors ({shown}); is it an MPNet checkpoint?")
+    for name, tensor in expected.items():
+        if state[name].shape != tensor.shape:
+            raise WeightsError(
+                f"{source}: tensor {name!r} has shape {tuple(state[name].shape)}, "
+                f"config.json implies {tuple(tensor.shape)}"
+            )
+    encoder.load_state_dict({k: state[k] for k in expected})
