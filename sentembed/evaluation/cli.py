@@ -1,0 +1,84 @@
+"""CLI: `sentembed eval sts|retrieval|triplets PATH`: a table on the terminal, JSON with --output."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+DEFAULT_MODEL = "all-mpnet-base-v2"
+
+
+def _report(name: str, model: str, result: dict, primary: str, seconds: float, output: Optional[Path]) -> None:
+    rows = [(k, v) for k, v in result.items() if isinstance(v, float)]
+    width = max(len(k) for k, _ in rows)
+    typer.echo(f"{name} · {model} · {seconds:.0f} s")
+    for k, v in rows:
+        typer.echo(f"  {k.ljust(width)}  {v:.5f}{'  <- primary' if k == primary else ''}")
+    if output:
+        data = {"task": name, "model": model, "primary_metric": primary, "seconds": round(seconds, 1), "metrics": result}
+        tmp = Path(f"{output}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, output)  # atomic: a reader never sees half a report
+        typer.echo(f"wrote {output}", err=True)
+
+
+def _run(evaluator, model: str, batch_size: int) -> tuple[dict, float]:
+    import sentembed
+
+    enc = sentembed.load(model)
+    evaluator.batch_size = batch_size
+    start = time.perf_counter()
+    result = evaluator(enc)
+    return result, time.perf_counter() - start
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `eval` commands to the `sentembed` app."""
+    ev = typer.Typer(help="Evaluate a model on STS, retrieval (BEIR) or triplet data.", no_args_is_help=True)
+    app.add_typer(ev, name="eval")
+
+    @ev.command("sts")
+    def sts(path: Path, model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"), batch_size: int = 32,
+            output: Optional[Path] = typer.Option(None, "--output", "-o")) -> None:
+        """STS TSV (STS Benchmark layout): Spearman and Pearson per similarity."""
+        from .sts import STSEvaluator
+
+        e = STSEvaluator.from_file(path, show_progress=True)
+        result, secs = _run(e, model, batch_size)
+        _report(f"sts:{path.name}", model, result, e.primary_metric, secs, output)
+
+    @ev.command("retrieval")
+    def retrieval(path: Path, split: str = "test", model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
+                  k: str = typer.Option("1,3,5,10,100,1000", help="Cut-offs, comma separated."),
+                  batch_size: int = 32, limit_queries: Optional[int] = typer.Option(None, help="Evaluate the first N judged queries only."),
+                  save_embeddings: Optional[Path] = typer.Option(None, help="Also save query and corpus embeddings (.npz) here."),
+                  output: Optional[Path] = typer.Option(None, "--output", "-o")) -> None:
+        """BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv): nDCG, MRR, MAP, Recall, P, accuracy @k."""
+        from .retrieval import RetrievalEvaluator
+
+        e = RetrievalEvaluator.from_beir(path, split=split, k_values=[int(x) for x in k.split(",")], show_progress=True)
+        if limit_queries:
+            keep = list(e.qrels)[:limit_queries]
+            e.qrels = {q: e.qrels[q] for q in keep}
+            e.queries = {q: e.queries[q] for q in keep}
+        result, secs = _run(e, model, batch_size)
+        if save_embeddings:
+            import numpy as np
+
+            np.savez(save_embeddings, queries=e.last_embeddings[0], corpus=e.last_embeddings[1],
+                     query_ids=np.array(list(e.queries)), corpus_ids=np.array(list(e.corpus)))
+        _report(f"retrieval:{path.name}:{split}", model, result, e.primary_metric, secs, output)
+
+    @ev.command("triplets")
+    def triplets(path: Path, model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"), batch_size: int = 32,
+                 output: Optional[Path] = typer.Option(None, "--output", "-o")) -> None:
+        """Triplet JSON lines ({"anchor","positive","negative"}): accuracy per similarity."""
+        from .triplets import TripletEvaluator
+
+        e = TripletEvaluator.from_file(path, show_progress=True)
+        result, secs = _run(e, model, batch_size)
+        _report(f"triplets:{path.name}", model, result, e.primary_metric, secs, output)

@@ -1,0 +1,219 @@
+"""CLI: `sentembed index create|add|search|delete|info`, `search`, `mine`, `cluster`, `tag`.
+
+Heavy imports (torch, the model, faiss) happen inside the commands, so `sentembed --help`
+stays fast.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+DEFAULT_MODEL = "all-mpnet-base-v2"
+ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name or Sentence Transformers directory.")
+OutputOpt = typer.Option(None, "--output", "-o", help="Write the result as JSON to this file.")
+
+
+def read_texts(path: Path, text_field: str = "text", id_field: str | None = None) -> tuple[list[str], list[str] | None, list[dict] | None]:
+    """Texts from a .jsonl file (objects; `text_field`, optional `id_field`, the rest is
+    metadata) or from a plain text file (one text per non-empty line)."""
+    if not path.is_file():
+        raise typer.BadParameter(f"{path} is not a file")
+    if path.suffix in (".jsonl", ".ndjson"):
+        texts, ids, metas = [], [], []
+        for no, obj in _jsonl(path):
+            if text_field not in obj:
+                raise typer.BadParameter(f"{path}:{no}: no {text_field!r} field (choose one with --text-field)")
+            texts.append(str(obj[text_field]))
+            if id_field:
+                if id_field not in obj:
+                    raise typer.BadParameter(f"{path}:{no}: no {id_field!r} field")
+                ids.append(str(obj[id_field]))
+            metas.append({k: v for k, v in obj.items() if k not in (text_field, id_field)})
+        return texts, (ids if id_field else None), metas
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    return [ln for ln in lines if ln], None, None
+
+
+def _jsonl(path: Path):
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise typer.BadParameter(f"{path}:{no}: malformed JSON line ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise typer.BadParameter(f"{path}:{no}: expected a JSON object")
+            yield no, obj
+
+
+def write_json(path: Path, obj: Any) -> None:
+    from .store import write_atomic
+
+    write_atomic(Path(path), json.dumps(obj, indent=2, ensure_ascii=False).encode())
+    typer.echo(f"wrote {path}", err=True)
+
+
+def table(rows: list[list[Any]], header: list[str], width: int = 100) -> str:
+    """A plain aligned text table; long cells are cut with an ellipsis."""
+    cells = [[_cell(v) for v in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
+    last = max(10, width - sum(widths[:-1]) - 2 * (len(widths) - 1))
+    widths[-1] = min(widths[-1], last)
+    fmt = lambda r: "  ".join((c if len(c) <= w else c[: w - 1] + "…").ljust(w) for c, w in zip(r, widths)).rstrip()
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in cells])
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, ensure_ascii=False)
+    return " ".join(str(v).split())
+
+
+def _load(model: str):
+    import sentembed
+
+    return sentembed.load(model)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the search commands to the `sentembed` app."""
+    index_app = typer.Typer(help="A persistent searchable collection in a directory.", no_args_is_help=True)
+    app.add_typer(index_app, name="index")
+
+    @index_app.command("create")
+    def index_create(path: Path, model: str = ModelOpt,
+                     kind: str = typer.Option("exact", help="exact | hnsw | ivfpq"),
+                     params: str = typer.Option("{}", help='JSON tuning, e.g. \'{"ef_search": 256}\'')) -> None:
+        """Create an empty index at PATH for MODEL."""
+        from .index import Index
+
+        idx = Index.create(path, _load(model), kind=kind, **json.loads(params))
+        typer.echo(table([[k, v] for k, v in idx.info().items() if k != "params"], ["field", "value"]))
+
+    @index_app.command("add")
+    def index_add(path: Path, file: Path, text_field: str = "text", id_field: Optional[str] = None,
+                  batch: int = typer.Option(1000, help="Texts per commit."), batch_size: int = 32) -> None:
+        """Embed and add the texts of FILE (.jsonl objects or one text a line); commits every --batch texts."""
+        from tqdm import tqdm
+
+        from .index import Index
+
+        idx = Index.open(path)
+        texts, ids, metas = read_texts(file, text_field, id_field)
+        with tqdm(total=len(texts), desc="add", unit="text", disable=len(texts) < 100) as bar:
+            for s in range(0, len(texts), batch):
+                part = texts[s : s + batch]
+                vecs = idx.encoder.encode_document(part, batch_size=batch_size) if hasattr(idx.encoder, "encode_document") else None
+                idx.add(part, ids[s : s + batch] if ids else None, metas[s : s + batch] if metas else None, vectors=vecs)
+                bar.update(len(part))
+        typer.echo(f"{len(texts)} added; the index holds {len(idx)}")
+
+    @index_app.command("search")
+    def index_search(path: Path, query: str, top_k: int = typer.Option(10, "--top-k", "-k"),
+                     where: Optional[str] = typer.Option(None, help='JSON metadata filter, e.g. \'{"lang": "en"}\''),
+                     output: Optional[Path] = OutputOpt) -> None:
+        """Search the index at PATH for QUERY."""
+        from .index import Index
+
+        idx = Index.open(path)
+        hits = idx.search(query, top_k=top_k, where=json.loads(where) if where else None)
+        _print_hits(hits, output)
+
+    @index_app.command("delete")
+    def index_delete(path: Path, ids: list[str]) -> None:
+        """Delete documents by id."""
+        from .index import Index
+
+        n = Index.open(path).delete(ids)
+        typer.echo(f"deleted {n}")
+
+    @index_app.command("info")
+    def index_info(path: Path, output: Optional[Path] = OutputOpt) -> None:
+        """Model, similarity, kind, counts and size of the index at PATH."""
+        from .index import Index
+
+        info = Index.open(path).info()
+        if output:
+            write_json(output, info)
+        typer.echo(table([[k, v] for k, v in info.items()], ["field", "value"]))
+
+    @app.command("search")
+    def search_once(query: str, corpus: Path = typer.Option(..., "--corpus", "-c", help=".jsonl or one text a line"),
+                    top_k: int = typer.Option(10, "--top-k", "-k"), model: str = ModelOpt,
+                    text_field: str = "text", output: Optional[Path] = OutputOpt) -> None:
+        """One-shot exact search of QUERY over the texts of --corpus."""
+        from .exact import semantic_search
+        from .index import Hit
+
+        texts, _, metas = read_texts(corpus, text_field)
+        enc = _load(model)
+        docs = enc.encode_document(texts, show_progress=len(texts) > 100)
+        res = semantic_search(enc.encode_query([query]), docs, top_k, score=enc)
+        _print_hits([Hit(str(i), float(s), texts[i], metas[i] if metas else None)
+                     for s, i in zip(res.scores[0], res.indices[0])], output)
+
+    @app.command("mine")
+    def mine(file: Path, top_k: int = typer.Option(10, "--top-k", "-k"), threshold: Optional[float] = None,
+             max_pairs: int = 1000, model: str = ModelOpt, text_field: str = "text",
+             output: Optional[Path] = OutputOpt) -> None:
+        """Paraphrase mining: the most similar pairs of texts in FILE."""
+        from .mining import paraphrase_mining
+
+        texts, _, _ = read_texts(file, text_field)
+        enc = _load(model)
+        emb = enc.encode(texts, show_progress=len(texts) > 100)
+        pairs = paraphrase_mining(emb, top_k=top_k, threshold=threshold, max_pairs=max_pairs, score=enc)
+        if output:
+            write_json(output, [{"score": s, "i": i, "j": j, "text_i": texts[i], "text_j": texts[j]} for s, i, j in pairs])
+        typer.echo(table([[s, texts[i], texts[j]] for s, i, j in pairs[:50]], ["score", "text a", "text b"], 140))
+
+    @app.command("cluster")
+    def cluster(file: Path, threshold: float = 0.75, min_size: int = 10,
+                kmeans: Optional[int] = typer.Option(None, help="Run k-means with this many clusters instead."),
+                model: str = ModelOpt, text_field: str = "text", output: Optional[Path] = OutputOpt) -> None:
+        """Cluster the texts of FILE: community detection (default) or --kmeans K."""
+        from . import cluster as cl
+
+        texts, _, _ = read_texts(file, text_field)
+        enc = _load(model)
+        emb = enc.encode(texts, show_progress=len(texts) > 100)
+        if kmeans:
+            labels = cl.kmeans(emb, kmeans, score=enc).labels
+            groups = [list(map(int, (labels == c).nonzero()[0])) for c in range(kmeans)]
+            groups = sorted((g for g in groups if g), key=len, reverse=True)
+        else:
+            groups = cl.community_detection(emb, threshold, min_size, score=enc)
+        if output:
+            write_json(output, [[{"index": i, "text": texts[i]} for i in g] for g in groups])
+        typer.echo(table([[n, len(g), texts[g[0]]] for n, g in enumerate(groups)], ["cluster", "size", "first text"]))
+
+    @app.command("tag")
+    def tag_cmd(passages: Path, concepts: Path, top_k: int = typer.Option(5, "--top-k", "-k"),
+                threshold: Optional[float] = None, model: str = ModelOpt, text_field: str = "text",
+                concept_field: str = typer.Option("term", help="Field of concept objects in a .jsonl file."),
+                output: Optional[Path] = OutputOpt) -> None:
+        """Tag each passage of PASSAGES with its best concepts from CONCEPTS."""
+        from .tagging import tag
+
+        ptexts, _, _ = read_texts(passages, text_field)
+        ctexts, _, _ = read_texts(concepts, concept_field)
+        enc = _load(model)
+        tags = tag(ptexts, ctexts, top_k, encoder=enc, threshold=threshold)
+        if output:
+            write_json(output, [{"passage": p, "tags": [{"concept": t.concept, "score": t.score} for t in ts]}
+                                for p, ts in zip(ptexts, tags)])
+        typer.echo(table([[p, ", ".join(f"{t.concept} ({t.score:.2f})" for t in ts)] for p, ts in zip(ptexts, tags)],
+                         ["passage", "concepts"], 140))
+
+
+def _print_hits(hits: list, output: Optional[Path]) -> None:
+    if output:
+        write_json(output, [{"id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata} for h in hits])
+    typer.echo(table([[n + 1, h.score, h.id, h.text] for n, h in enumerate(hits)], ["rank", "score", "id", "text"], 120))

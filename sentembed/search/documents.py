@@ -1,0 +1,45 @@
+"""Checks on documents before they reach the index: texts, ids and JSON metadata.
+
+Every error names the position of the offending item, so a bulk load can be fixed at once.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def check_documents(texts: Sequence[str], ids: Sequence[Any] | None,
+                    metadata: Sequence[dict | None] | None) -> tuple[list[str], list[str] | None, list[str | None]]:
+    """(texts, ids as strings or None, metadata as JSON strings or None), or a clear error.
+
+    >>> check_documents(["a"], [7], [{"k": 1}])
+    (['a'], ['7'], ['{"k": 1}'])
+    """
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+    n = len(texts)
+    if ids is not None:
+        ids = [str(i) if isinstance(i, (int, np.integer)) else i for i in ids]
+        if len(ids) != n:
+            raise ValueError(f"{len(ids)} ids for {n} texts")
+        for i, x in enumerate(ids):
+            if not isinstance(x, str) or not x:
+                raise TypeError(f"ids[{i}] must be a non-empty string, got {x!r}")
+        if len(set(ids)) != n:
+            dup = next(x for x in ids if ids.count(x) > 1)
+            raise ValueError(f"id {dup!r} appears twice in this add")
+    if metadata is not None and len(metadata) != n:
+        raise ValueError(f"{len(metadata)} metadata entries for {n} texts")
+    meta_json: list[str | None] = []
+    for i, m in enumerate(metadata or [None] * n):
+        if m is not None and not isinstance(m, dict):
+            raise TypeError(f"metadata[{i}] must be a dict or None, got {type(m).__name__}")
+        try:
+            meta_json.append(json.dumps(m, ensure_ascii=False, allow_nan=False) if m is not None else None)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"metadata[{i}] is not JSON-serialisable: {e}") from None
+    return texts, ids, meta_json

@@ -1,0 +1,285 @@
+"""The on-disk state of an index: SQLite catalog plus immutable memory-mapped vector segments.
+
+Layout of an index directory::
+
+    manifest.json          model, dimension, normalization, similarity, kind (written once)
+    catalog.sqlite         docs(row, id, text, metadata, deleted), segments, state
+    vectors/seg-000001.f32 raw float32 rows; never modified once committed
+    ann-000003.faiss       the ANN structure of the committed state (hnsw / ivfpq only)
+
+What is committed is exactly what the catalog says: a segment file or ANN file counts only
+once a SQLite transaction names it. A writer killed half-way leaves files that no transaction
+names; readers never look at them and the next writer removes them. Readers need no lock:
+SQLite in WAL mode gives each read a consistent snapshot and committed files never change.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS docs(
+    row INTEGER PRIMARY KEY,
+    id TEXT UNIQUE,
+    text TEXT,
+    metadata TEXT,
+    deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS segments(
+    seg INTEGER PRIMARY KEY,
+    file TEXT NOT NULL,
+    first_row INTEGER NOT NULL,
+    n_rows INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS state(key TEXT PRIMARY KEY, value TEXT);
+CREATE INDEX IF NOT EXISTS docs_deleted ON docs(row) WHERE deleted = 1;
+"""
+
+
+BUMP_GENERATION = (
+    "INSERT INTO state(key, value) VALUES ('generation', '1') "
+    "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a whole file so that readers see the old or the new content, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+@dataclass(frozen=True)
+class Segment:
+    seg: int
+    file: str
+    first_row: int
+    n_rows: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One consistent view of the committed state."""
+
+    segments: tuple[Segment, ...]
+    n_rows: int
+    deleted: np.ndarray  # bool per row
+    state: dict[str, str]
+
+    @property
+    def n_alive(self) -> int:
+        return self.n_rows - int(self.deleted.sum())
+
+
+class Catalog:
+    """SQLite access for one index directory (one connection per Catalog, per thread)."""
+
+    def __init__(self, path: Path, create: bool = False) -> None:
+        self.path = path
+        if not create and not path.exists():
+            raise FileNotFoundError(f"no index catalog at {path}")
+        # timeout: a reader waits for a writer's short commit instead of failing.
+        self.db = sqlite3.connect(str(path), timeout=60.0, isolation_level=None, check_same_thread=False)
+        if create:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(SCHEMA)
+        self.db.execute("PRAGMA synchronous=FULL")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def snapshot(self, cached: Snapshot | None = None) -> Snapshot:
+        """The committed state; `cached` is returned as is when nothing was committed since."""
+        cur = self.db.cursor()
+        cur.execute("BEGIN")
+        try:
+            gen = cur.execute("SELECT value FROM state WHERE key = 'generation'").fetchone()
+            if cached is not None and gen is not None and cached.state.get("generation") == gen[0]:
+                return cached
+            segs = tuple(Segment(*r) for r in cur.execute(
+                "SELECT seg, file, first_row, n_rows FROM segments ORDER BY first_row"))
+            n_rows = segs[-1].first_row + segs[-1].n_rows if segs else 0
+            deleted = np.zeros(n_rows, dtype=bool)
+            dead = [r[0] for r in cur.execute("SELECT row FROM docs WHERE deleted = 1")]
+            if dead:
+                deleted[np.asarray(dead, dtype=np.int64)] = True
+            state = dict(cur.execute("SELECT key, value FROM state"))
+        finally:
+            cur.execute("COMMIT")
+        return Snapshot(segs, n_rows, deleted, state)
+
+    def existing_ids(self, ids: list[str]) -> list[str]:
+        found: list[str] = []
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            q = f"SELECT id FROM docs WHERE id IN ({','.join('?' * len(part))})"
+            found += [r[0] for r in self.db.execute(q, part)]
+        return found
+
+    def commit_add(
+        self, segment: Segment, ids: list[str], texts: list[str | None], metadata: list[str | None],
+        state: dict[str, str],
+    ) -> None:
+        """One transaction: the documents, their segment and the new ANN file become visible together."""
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            cur.executemany(
+                "INSERT INTO docs(row, id, text, metadata) VALUES (?, ?, ?, ?)",
+                ((segment.first_row + i, ids[i], texts[i], metadata[i]) for i in range(len(ids))),
+            )
+            cur.execute("INSERT INTO segments(seg, file, first_row, n_rows) VALUES (?, ?, ?, ?)",
+                        (segment.seg, segment.file, segment.first_row, segment.n_rows))
+            cur.executemany("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", state.items())
+            cur.execute(BUMP_GENERATION)
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def commit_segments(self, old: tuple[Segment, ...], new: Segment) -> None:
+        """Replace segments `old` by `new` (their rows concatenated) in one transaction."""
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            cur.executemany("DELETE FROM segments WHERE seg = ?", ((s.seg,) for s in old))
+            cur.execute("INSERT INTO segments(seg, file, first_row, n_rows) VALUES (?, ?, ?, ?)",
+                        (new.seg, new.file, new.first_row, new.n_rows))
+            cur.execute(BUMP_GENERATION)
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def commit_delete(self, ids: list[str]) -> list[str]:
+        """Tombstone `ids` in one transaction; returns the ids that were not found (then nothing changes)."""
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            rows = []
+            for i in range(0, len(ids), 500):
+                part = ids[i : i + 500]
+                rows += cur.execute(
+                    f"SELECT id, row FROM docs WHERE id IN ({','.join('?' * len(part))})", part).fetchall()
+            missing = sorted(set(ids) - {r[0] for r in rows})
+            if missing:
+                cur.execute("ROLLBACK")
+                return missing
+            # The id is released so it can be added again; the vector row stays as a tombstone.
+            cur.executemany("UPDATE docs SET deleted = 1, id = NULL, text = NULL, metadata = NULL WHERE row = ?",
+                            ((r[1],) for r in rows))
+            cur.execute(BUMP_GENERATION)
+            cur.execute("COMMIT")
+            return []
+        except BaseException:
+            if self.db.in_transaction:
+                cur.execute("ROLLBACK")
+            raise
+
+    def fetch(self, rows: Iterable[int]) -> dict[int, tuple[str, str | None, Any]]:
+        """row -> (id, text, metadata) for live rows."""
+        rows = [int(r) for r in rows]
+        out: dict[int, tuple[str, str | None, Any]] = {}
+        for i in range(0, len(rows), 500):
+            part = rows[i : i + 500]
+            q = f"SELECT row, id, text, metadata FROM docs WHERE deleted = 0 AND row IN ({','.join('?' * len(part))})"
+            for row, id_, text, meta in self.db.execute(q, part):
+                out[row] = (id_, text, json.loads(meta) if meta is not None else None)
+        return out
+
+    def rows_where(self, where: dict[str, Any]) -> np.ndarray:
+        """Rows of live documents whose metadata match `where` (see `compile_where`)."""
+        sql, params = compile_where(where)
+        rows = [r[0] for r in self.db.execute(f"SELECT row FROM docs WHERE deleted = 0 AND {sql}", params)]
+        return np.asarray(rows, dtype=np.int64)
+
+
+_OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+
+def compile_where(where: dict[str, Any]) -> tuple[str, list[Any]]:
+    """A metadata filter as SQL over the JSON column.
+
+    `{"lang": "en"}` is equality; a dict value holds operators: $eq $ne $gt $gte $lt $lte $in
+    $nin $exists; several keys are all required (AND).
+
+    >>> compile_where({"year": {"$gte": 2020}})
+    ('json_extract(metadata, ?) >= ?', ['$."year"', 2020])
+    """
+    if not isinstance(where, dict) or not where:
+        raise ValueError("where must be a non-empty dict like {'field': value} or {'field': {'$gte': 3}}")
+    parts: list[str] = []
+    params: list[Any] = []
+    for key, cond in where.items():
+        if not isinstance(key, str):
+            raise ValueError(f"where keys are metadata field names (str), got {key!r}")
+        path = '$."' + key.replace('"', '\\"') + '"'
+        field = "json_extract(metadata, ?)"
+        conds = cond if isinstance(cond, dict) else {"$eq": cond}
+        for op, value in conds.items():
+            if op in _OPS:
+                if value is None and op in ("$eq", "$ne"):
+                    parts.append(f"{field} IS {'NOT ' if op == '$ne' else ''}NULL")
+                    params.append(path)
+                    continue
+                _check_scalar(key, value)
+                parts.append(f"{field} {_OPS[op]} ?")
+                params += [path, value]
+            elif op in ("$in", "$nin"):
+                if not isinstance(value, (list, tuple)) or not value:
+                    raise ValueError(f"where[{key!r}][{op!r}] needs a non-empty list")
+                for v in value:
+                    _check_scalar(key, v)
+                neg = "NOT " if op == "$nin" else ""
+                parts.append(f"{field} {neg}IN ({','.join('?' * len(value))})")
+                params += [path, *value]
+            elif op == "$exists":
+                parts.append(f"{field} IS {'NOT ' if value else ''}NULL")
+                params.append(path)
+            else:
+                raise ValueError(f"unknown operator {op!r} in where[{key!r}]: use $eq $ne $gt $gte $lt $lte $in $nin $exists")
+    return " AND ".join(parts), params
+
+
+def _check_scalar(key: str, value: Any) -> None:
+    if not isinstance(value, (str, int, float, bool)):
+        raise ValueError(f"where[{key!r}] compares against a string, number or bool, got {type(value).__name__}")
+
+
+def open_segment(directory: Path, seg: Segment, dim: int) -> np.ndarray:
+    """Memory-map one committed segment read-only."""
+    path = directory / seg.file
+    expected = seg.n_rows * dim * 4
+    size = path.stat().st_size
+    if size != expected:
+        raise RuntimeError(f"index segment {path} has {size} bytes, the catalog expects {expected}: the index is damaged")
+    return np.memmap(path, dtype=np.float32, mode="r", shape=(seg.n_rows, dim))

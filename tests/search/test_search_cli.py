@@ -1,0 +1,80 @@
+"""The search commands end to end, with a stand-in model behind `sentembed.load`."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import sentembed
+from sentembed.search.cli import register, table
+
+from search_standin import HashEncoder
+
+
+@pytest.fixture
+def app(monkeypatch):
+    enc = HashEncoder(dimension=32)
+    monkeypatch.setattr(sentembed, "load", lambda name, **kw: enc, raising=False)
+    a = typer.Typer()
+    register(a)
+    return a
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    p = tmp_path / "docs.jsonl"
+    rows = [{"id": f"d{i}", "text": t, "lang": "en" if i % 2 == 0 else "de"} for i, t in
+            enumerate(["a cat sat on the mat", "die katze", "stocks fell today", "der hund", "dogs bark loudly"])]
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return p
+
+
+def run(app, *args):
+    res = CliRunner().invoke(app, [str(a) for a in args])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    return res.output
+
+
+def test_index_commands(app, tmp_path, corpus):
+    ix = tmp_path / "ix"
+    run(app, "index", "create", ix)
+    assert "added" in run(app, "index", "add", ix, corpus, "--id-field", "id", "--batch", "2")
+    out = run(app, "index", "search", ix, "cat on the mat", "-k", "2", "--output", tmp_path / "hits.json")
+    assert "d0" in out
+    hits = json.loads((tmp_path / "hits.json").read_text())
+    assert hits[0]["id"] == "d0" and hits[0]["metadata"] == {"lang": "en"}
+    run(app, "index", "search", ix, "cat", "--where", '{"lang": "de"}', "-o", tmp_path / "de.json")
+    assert {h["id"] for h in json.loads((tmp_path / "de.json").read_text())} == {"d1", "d3"}
+    assert "deleted 1" in run(app, "index", "delete", ix, "d0")
+    run(app, "index", "info", ix, "-o", tmp_path / "info.json")
+    assert json.loads((tmp_path / "info.json").read_text())["count"] == 4
+
+
+def test_one_shot_search_mine_cluster_tag(app, tmp_path, corpus):
+    out = run(app, "search", "cat mat", "--corpus", corpus, "-k", "1", "-o", tmp_path / "s.json")
+    assert json.loads((tmp_path / "s.json").read_text())[0]["text"] == "a cat sat on the mat"
+    lines = tmp_path / "lines.txt"
+    lines.write_text("the cat sat\nthe cat sat down\nbond yields rose\n\n")
+    run(app, "mine", lines, "-k", "1", "-o", tmp_path / "m.json")
+    assert json.loads((tmp_path / "m.json").read_text())[0]["text_i"] == "the cat sat"
+    run(app, "cluster", lines, "--threshold", "0.5", "--min-size", "2", "-o", tmp_path / "c.json")
+    assert len(json.loads((tmp_path / "c.json").read_text())[0]) == 2
+    run(app, "cluster", lines, "--kmeans", "2", "-o", tmp_path / "k.json")
+    concepts = tmp_path / "concepts.jsonl"
+    concepts.write_text('{"term": "cat"}\n{"term": "bond yields"}\n')
+    run(app, "tag", lines, concepts, "-k", "1", "-o", tmp_path / "t.json")
+    assert json.loads((tmp_path / "t.json").read_text())[2]["tags"][0]["concept"] == "bond yields"
+
+
+def test_malformed_jsonl_names_line(app, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"text": oops}\n')
+    res = CliRunner().invoke(app, ["search", "x", "--corpus", str(bad)])
+    assert res.exit_code != 0 and "bad.jsonl:2" in res.output
+
+
+def test_table_cuts_long_cells():
+    out = table([[1, "x" * 500]], ["n", "text"], width=40)
+    assert max(len(line) for line in out.splitlines()) <= 40 and "…" in out
