@@ -1,0 +1,204 @@
+"""The HTTP service under load, with and without dynamic batching, against offline encode.
+
+    .venv/bin/python benchmarks/serve.py                      # all-mpnet-base-v2, 32 clients
+    .venv/bin/python benchmarks/serve.py --rounds 1           # a quicker look
+
+Two servers (batching on, batching off), each in a process of its own on 127.0.0.1, and
+offline `encode` of the very same texts (one call in this process, with the servers'
+--encode-batch-size, and once more with encode's default 32 for reference), in
+--rounds rounds that alternate the three and rotate their order; each one's best round:
+- throughput: 32 concurrent clients x --requests requests of 1-16 STS-B dev sentences on
+  /v1/embeddings; sentences/s and its share of offline encode (goal >= 85%); also sentences
+  per CPU-second (server + client process), which a busy shared machine disturbs less;
+- latency: 32 concurrent clients x --single requests of one sentence each; p50 and p99.
+Responses are asked for as base64 (what OpenAI's own client asks for): floats as JSON text
+would cost the client more than the model. The client runs in this process and shares the
+2 cores with the server, as a real client on the same box would. Prints a markdown table and
+writes benchmarks/results/serve.json. The machine is shared: keep the counts small.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("SENTEMBED_DATA", ROOT.parent / "shared" / "data"))
+LAUNCH = ("import typer; from sentembed.server.cli import register; app = typer.Typer(); "
+          "app.callback()(lambda: None); register(app); app()")
+
+
+def stsb_sentences() -> list[str]:
+    out: dict[str, None] = {}
+    for line in (DATA / "stsb" / "sts-dev.csv").read_text(encoding="utf-8").splitlines():
+        parts = line.split("\t")
+        out[parts[5]] = None
+        out[parts[6]] = None
+    return list(out)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: str, batching: bool, encode_batch_size: int) -> tuple[subprocess.Popen, str]:
+    import httpx
+
+    port = free_port()
+    args = [sys.executable, "-c", LAUNCH, "serve", model, "--port", str(port), "--log-level", "warning",
+            "--max-client-batch-size", "64", "--encode-batch-size", str(encode_batch_size)]
+    if not batching:
+        args.append("--no-batching")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(args, env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.3)
+
+
+async def client(url: str, batches: list[list[str]], latencies: list[float], fmt: str) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=url, timeout=600) as http:
+        for texts in batches:
+            t = time.perf_counter()
+            r = await http.post("/v1/embeddings", json={"input": texts, "encoding_format": fmt})
+            r.raise_for_status()
+            latencies.append(time.perf_counter() - t)
+
+
+def load(url: str, plans: list[list[list[str]]], fmt: str) -> tuple[float, list[float]]:
+    """Run every client's plan at once; wall seconds and per-request latencies."""
+    latencies: list[float] = []
+
+    async def run_all() -> None:
+        await asyncio.gather(*(client(url, p, latencies, fmt) for p in plans))
+
+    t = time.perf_counter()
+    asyncio.run(run_all())
+    return time.perf_counter() - t, latencies
+
+
+def mean_batch(url: str) -> float:
+    import httpx
+
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    total = float(re.search(r"^sentembed_batch_size_sum (\S+)$", text, re.M).group(1))
+    count = float(re.search(r"^sentembed_batch_size_count (\S+)$", text, re.M).group(1))
+    return total / max(count, 1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="all-mpnet-base-v2")
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--requests", type=int, default=2, help="multi-sentence requests per client per round")
+    ap.add_argument("--single", type=int, default=3, help="single-sentence requests per client per round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds, alternating the contenders; best of each")
+    ap.add_argument("--format", default="base64", choices=["base64", "float"])
+    ap.add_argument("--encode-batch-size", type=int, default=4, help="encode batch_size, servers and offline alike")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve.json")
+    args = ap.parse_args()
+
+    import sentembed
+    import torch
+
+    sentences = stsb_sentences()
+    rng = random.Random(0)
+    multi = [[rng.sample(sentences, rng.randint(1, 16)) for _ in range(args.requests)] for _ in range(args.clients)]
+    single = [[[rng.choice(sentences)] for _ in range(args.single)] for _ in range(args.clients)]
+    texts = [t for plan in multi for batch in plan for t in batch]
+
+    enc = sentembed.load(args.model, device="cpu")
+    enc.encode(sentences[:64])  # warm up
+    servers = {name: start_server(args.model, batching, args.encode_batch_size)
+               for name, batching in (("batching", True), ("no batching", False))}
+    offline_bs = {"offline": args.encode_batch_size, "offline, batch 32": 32}  # 32: encode's default
+    runs: dict[str, list[dict]] = {name: [] for name in (*offline_bs, *servers)}
+    latencies: dict[str, list[float]] = {name: [] for name in servers}
+    single_rate: dict[str, list[float]] = {}
+    try:
+        for _, url in servers.values():
+            load(url, [[sentences[:16]]], args.format)  # warm up
+        names = list(runs)
+        for r in range(args.rounds):
+            # The machine is shared and its load moves: alternate the contenders, rotate the
+            # order every round, and keep each one's best round.
+            for name in names[r % len(names):] + names[: r % len(names)]:
+                own = time.process_time()
+                if name in offline_bs:
+                    t = time.perf_counter()
+                    enc.encode(texts, batch_size=offline_bs[name], show_progress=False)
+                    wall, cpu = time.perf_counter() - t, time.process_time() - own
+                else:
+                    proc, url = servers[name]
+                    before = cpu_seconds(proc.pid)
+                    wall, _ = load(url, multi, args.format)
+                    cpu = cpu_seconds(proc.pid) - before + time.process_time() - own  # server + client
+                    s_wall, lat = load(url, single, args.format)
+                    latencies[name] += lat
+                    single_rate.setdefault(name, []).append(len(lat) / s_wall)
+                runs[name].append({"sentences_per_s": len(texts) / wall, "sentences_per_cpu_s": len(texts) / cpu})
+                print(name, f"round {r}", runs[name][-1], flush=True)
+        batch_sizes = {name: mean_batch(url) for name, (_, url) in servers.items()}
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(30)
+
+    best = {name: max(x["sentences_per_s"] for x in rs) for name, rs in runs.items()}
+    best_cpu = {name: max(x["sentences_per_cpu_s"] for x in rs) for name, rs in runs.items()}
+    result = {"model": args.model, "clients": args.clients, "sentences": len(texts), "format": args.format,
+              "rounds": args.rounds, "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg(),
+              "runs": runs, "best": best, "best_per_cpu_s": best_cpu, "mean_batch_size": batch_sizes,
+              "single": {n: {"p50_ms": float(np.percentile(v, 50) * 1e3), "p99_ms": float(np.percentile(v, 99) * 1e3),
+                             "n": len(v), "sentences_per_s": max(single_rate[n])} for n, v in latencies.items()}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"\n{args.clients} concurrent clients; {len(texts)} STS-B sentences in {args.clients * args.requests} "
+          f"requests of 1-16 per round; {args.clients * args.single} single-sentence requests per round; "
+          f"best of {args.rounds} rounds; {args.model}, {torch.get_num_threads()} threads; "
+          f"load average {os.getloadavg()[0]:.1f}\n")
+    print("| | sentences/s | share of offline | sentences per CPU-second | share of offline | "
+          "single-sentence p50 | p99 | single sentences/s | mean batch |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in servers:
+        single_stats = result["single"][name]
+        print(f"| server, {name} | {best[name]:.1f} | {best[name] / best['offline']:.0%} | {best_cpu[name]:.1f} | "
+              f"{best_cpu[name] / best_cpu['offline']:.0%} | {single_stats['p50_ms']:.0f} ms | "
+              f"{single_stats['p99_ms']:.0f} ms | {single_stats['sentences_per_s']:.1f} | {batch_sizes[name]:.1f} |")
+    print(f"| offline encode, batch {args.encode_batch_size} | {best['offline']:.1f} | 100% | {best_cpu['offline']:.1f} | "
+          "100% | | | | |")
+    b32 = "offline, batch 32"
+    print(f"| offline encode, batch 32 | {best[b32]:.1f} | {best[b32] / best['offline']:.0%} | {best_cpu[b32]:.1f} | "
+          f"{best_cpu[b32] / best_cpu['offline']:.0%} | | | | |")
+
+
+if __name__ == "__main__":
+    main()

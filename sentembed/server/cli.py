@@ -1,0 +1,61 @@
+"""`sentembed serve MODEL [--index DIR] [--host 127.0.0.1] [--port 8080] [--api-key KEY]`."""
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def register(app: typer.Typer) -> None:
+    """Add `serve` to the CLI."""
+
+    @app.command()
+    def serve(
+        model: str = typer.Argument(..., help="Model name or Sentence Transformers directory."),
+        index: Optional[Path] = typer.Option(None, "--index", help="Serve this index: enables /search and /index/*."),
+        host: str = typer.Option("127.0.0.1", help="Address to bind; loopback unless you say otherwise."),
+        port: int = typer.Option(8080, help="Port to bind."),
+        api_key: Optional[str] = typer.Option(None, "--api-key", envvar="SENTEMBED_API_KEY",
+                                              help="Require 'Authorization: Bearer KEY' (or X-API-Key)."),
+        device: str = typer.Option("cpu", help="Torch device for the model."),
+        max_batch_tokens: int = typer.Option(16384, help="Input tokens per model batch; lower answers sooner, pads more."),
+        max_client_batch_size: int = typer.Option(512, help="Inputs per request (413 beyond)."),
+        max_queue_items: int = typer.Option(8192, help="Inputs waiting (429 beyond)."),
+        max_body_bytes: int = typer.Option(4 * 1024 * 1024, help="Request body size (413 beyond)."),
+        auto_truncate: bool = typer.Option(False, help="Truncate long inputs instead of answering 422."),
+        batching: bool = typer.Option(True, help="--no-batching runs every request alone (for comparison)."),
+        encode_batch_size: int = typer.Option(4, help="encode's batch_size inside one model batch."),
+        log_level: str = typer.Option("info", help="uvicorn log level."),
+    ) -> None:
+        """Serve embeddings (OpenAI-compatible /v1/embeddings, /embed, /similarity) and search over HTTP."""
+        import uvicorn
+
+        import sentembed
+        from sentembed.server.app import create_app
+        from sentembed.server.limits import ServerConfig
+
+        if not _is_loopback(host) and not api_key:
+            typer.echo(f"warning: serving on {host} without --api-key: anyone who can reach it can use it", err=True)
+        enc = sentembed.load(model, device=device)
+        idx = None
+        if index is not None:
+            from sentembed.search import Index
+
+            idx = Index.open(index, enc=enc)
+        config = ServerConfig(
+            api_key=api_key, max_client_batch_size=max_client_batch_size, max_body_bytes=max_body_bytes,
+            max_batch_tokens=max_batch_tokens, max_queue_items=max_queue_items, auto_truncate=auto_truncate,
+            batching=batching, encode_batch_size=encode_batch_size, model_name=model,
+        )
+        # One process: the model is loaded once and the batcher sees every request.
+        uvicorn.run(create_app(enc, idx, config), host=host, port=port, workers=1, log_level=log_level,
+                    timeout_graceful_shutdown=10)

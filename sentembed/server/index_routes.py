@@ -1,0 +1,96 @@
+"""/search, /index/add and /index/delete: registered only when an index is served.
+
+Queries and added texts go through the same queue as every other input (with the model's
+query or document prompt, as `Index` would use), so the model only ever runs on the model
+thread; the index is then searched or written with those vectors on a worker thread."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from sentembed.server import schemas as s
+from sentembed.server.limits import APIError
+
+if TYPE_CHECKING:
+    from sentembed.server.app import Service
+
+# What an index raises for a bad filter, a duplicate or unknown id: the caller's mistake.
+_CALLER_ERRORS = (ValueError, KeyError, TypeError)
+
+
+def _hit(hit: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(hit):
+        d = dataclasses.asdict(hit)
+    elif isinstance(hit, dict):
+        d = dict(hit)
+    else:
+        d = {k: getattr(hit, k, None) for k in ("id", "score", "text", "metadata")}
+    return {"id": str(d.get("id")), "score": float(d.get("score", 0.0)), "text": d.get("text"),
+            "metadata": d.get("metadata")}
+
+
+def add_index_routes(app: FastAPI, svc: "Service", errors: dict[int | str, dict[str, Any]]) -> None:
+    index = svc.index
+
+    @app.post("/search", response_model=s.SearchResponse, responses=errors)
+    async def search(body: s.SearchRequest, request: Request) -> Response:
+        """Top-k of each query; the model's 'query' prompt is used when it has one."""
+        prompts = getattr(svc.enc, "prompts", {}) or {}
+        prompt_name = body.prompt_name if body.prompt_name is not None else ("query" if "query" in prompts else None)
+        queries = s.as_list(body.query)
+        vectors, _ = await svc.embed(request, queries, truncate=body.truncate, prompt_name=prompt_name)
+
+        def run() -> list[list[dict[str, Any]]]:
+            with svc.index_lock:
+                return [[_hit(h) for h in hits] for hits in index.search_many(vectors, top_k=body.top_k, where=body.where)]
+
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(None, run)
+        except _CALLER_ERRORS as err:
+            raise APIError(422, f"search failed: {err}") from None
+        return JSONResponse({"results": results})
+
+    @app.post("/index/add", response_model=s.IndexAddResponse, responses=errors)
+    async def index_add(body: s.IndexAddRequest, request: Request) -> Response:
+        """Add texts (with optional ids and metadata, one per text); answers the ids."""
+        n = len(body.texts)
+        if n > svc.config.max_client_batch_size:
+            raise APIError(413, f"{n} texts in one request; at most {svc.config.max_client_batch_size} are accepted",
+                           "payload_too_large")
+        for name, given in (("ids", body.ids), ("metadata", body.metadata)):
+            if given is not None and len(given) != n:
+                raise APIError(422, f"{name} has {len(given)} items but texts has {n}; give one per text")
+
+        prompts = getattr(svc.enc, "prompts", {}) or {}
+        prompt_name = next((p for p in ("document", "passage", "corpus") if p in prompts), None)
+        vectors, _ = await svc.embed(request, body.texts, truncate=True, prompt_name=prompt_name)
+
+        def run() -> tuple[list[str], int]:
+            with svc.index_lock:
+                ids = index.add(body.texts, ids=body.ids, metadata=body.metadata, vectors=vectors)
+                return [str(i) for i in ids], len(index)
+
+        try:
+            ids, size = await asyncio.get_running_loop().run_in_executor(None, run)
+        except _CALLER_ERRORS as err:
+            raise APIError(422, f"could not add: {err}") from None
+        return JSONResponse({"ids": ids, "size": size})
+
+    @app.post("/index/delete", response_model=s.IndexDeleteResponse, responses=errors)
+    async def index_delete(body: s.IndexDeleteRequest) -> Response:
+        """Delete by id; an id not in the index is a 422 and nothing is deleted."""
+
+        def run() -> tuple[int, int]:
+            with svc.index_lock:
+                deleted = index.delete(body.ids)
+                return int(deleted), len(index)
+
+        try:
+            deleted, size = await asyncio.get_running_loop().run_in_executor(None, run)
+        except _CALLER_ERRORS as err:
+            raise APIError(422, f"could not delete: {err}") from None
+        return JSONResponse({"deleted": deleted, "size": size})

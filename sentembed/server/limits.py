@@ -1,0 +1,180 @@
+"""The server's limits and the guard in front of every route.
+
+`ServerConfig` holds the limits. `Guard` is a plain ASGI middleware (no BaseHTTPMiddleware:
+it buffers nothing it need not and does not break streaming) that, before any route runs,
+refuses a wrong or missing API key (401) and a body over the size limit (413), and after it,
+stamps the timing headers on every answer, errors included, and counts the request."""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("sentembed.server")
+
+
+@dataclass
+class ServerConfig:
+    """What the server accepts and how it batches. The defaults suit a 2-core CPU box."""
+
+    api_key: str | None = None
+    max_client_batch_size: int = 512  # inputs per request (413 beyond)
+    max_body_bytes: int = 4 * 1024 * 1024  # request body (413 beyond)
+    # Input tokens per model batch. Larger batches pad less (encode sorts each batch by
+    # length): on the 2-core box 16384 reached 99% of offline encode per CPU-second, 2048 only
+    # 85%, though smaller batches answer sooner (a request waits for its whole batch).
+    max_batch_tokens: int = 16384
+    max_batch_items: int = 512  # inputs per model batch
+    max_queue_items: int = 8192  # inputs waiting (429 beyond)
+    auto_truncate: bool = False  # what `truncate` means when a request does not say
+    batching: bool = True  # False: every request runs alone (the benchmark's baseline)
+    # batch_size passed to encode within one model batch: encode's forward passes then hold
+    # at most 4 x max_seq_length tokens. On the 2-core dev box, forwards of ~1.5k tokens ran
+    # 1.3-1.8x faster per sentence than encode's default 32 x 384 (benchmarks/serve.py).
+    encode_batch_size: int = 4
+    model_name: str | None = None  # what /info and the OpenAI route call the model
+
+
+class APIError(Exception):
+    """An answer with a status and a JSON error body; raised anywhere in a route."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error",
+                 details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.details = status, message, kind, details
+
+
+def error_body(status: int, message: str, kind: str, details: list[dict[str, Any]] | None = None) -> bytes:
+    """The one error shape of the service, close to OpenAI's: {"error": {message, type, code}}."""
+    error: dict[str, Any] = {"message": message, "type": kind, "code": status}
+    if details:
+        error["details"] = details
+    return json.dumps({"error": error}).encode()
+
+
+# Routes that answer without a key, so load balancers can probe.
+OPEN_PATHS = frozenset({"/health"})
+
+
+class Guard:
+    """API key, body size, timing headers and request metrics, around the whole app.
+
+    on_answer(route, status, seconds) is called once per request."""
+
+    def __init__(self, app: ASGIApp, config: ServerConfig, routes: frozenset[str],
+                 on_answer: Callable[[str, int, float], None] | None = None) -> None:
+        self.app, self.config, self.routes, self.on_answer = app, config, routes, on_answer
+        self._key = config.api_key.encode() if config.api_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        # Routes add their own timings here (request.state.timings); the headers go out with
+        # the first byte of the answer, whatever the answer is.
+        timings: dict[str, float] = {}
+        scope.setdefault("state", {})["timings"] = timings
+        status_box = [500, False]  # status, started
+
+        async def send_timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_box[0], status_box[1] = message["status"], True
+                headers = list(message.get("headers", []))
+                total = (time.perf_counter() - start) * 1000
+                for name in ("tokenization", "queue", "inference"):
+                    headers.append((f"x-{name}-time".encode(), f"{timings.get(name, 0.0) * 1000:.3f}".encode()))
+                headers.append((b"x-total-time", f"{total:.3f}".encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        path = scope.get("path", "")
+        route = path if path in self.routes else "other"
+        try:
+            refusal = self._refuse(scope)
+            if refusal is not None:
+                await self._answer(send_timed, *refusal)
+                return
+            receive, refusal = await self._limit_body(scope, receive)
+            if refusal is not None:
+                await self._answer(send_timed, *refusal)
+                return
+            await self.app(scope, receive, send_timed)
+        except Exception:  # never let an error escape as a bare 500 page without headers
+            log.exception("error answering %s %s", scope.get("method"), path)
+            if not status_box[1]:
+                await self._answer(send_timed, 500, "internal error; see the server log", "internal_error")
+        finally:
+            if self.on_answer is not None:
+                self.on_answer(route, status_box[0], time.perf_counter() - start)
+
+    def _refuse(self, scope: Scope) -> tuple[int, str, str] | None:
+        if self._key is None or scope.get("path") in OPEN_PATHS:
+            return None
+        given = None
+        for name, value in scope.get("headers", []):
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                given = value[7:].strip()
+            elif name == b"x-api-key":
+                given = value.strip()
+        if given is None:
+            return 401, "missing API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'", "unauthorized"
+        if not hmac.compare_digest(given, self._key):  # constant time: no key guessing by timing
+            return 401, "wrong API key", "unauthorized"
+        return None
+
+    async def _limit_body(self, scope: Scope, receive: Receive) -> tuple[Receive, tuple[int, str, str] | None]:
+        """Read the body up to the limit; 413 at once past it (before parsing a byte of JSON)."""
+        limit = self.config.max_body_bytes
+        too_big = (413, f"request body larger than {limit} bytes; send fewer or shorter inputs", "payload_too_large")
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    if int(value) > limit:
+                        return receive, too_big
+                except ValueError:
+                    return receive, (400, "invalid Content-Length header", "invalid_request_error")
+        if scope.get("method") in ("GET", "HEAD"):
+            return receive, None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                chunks = []
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit:  # a chunked body that lied by omission
+                return receive, too_big
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay, None
+
+    @staticmethod
+    async def _answer(send: Send, status: int, message: str, kind: str) -> None:
+        body = error_body(status, message, kind)
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

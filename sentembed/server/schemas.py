@@ -1,0 +1,154 @@
+"""Request and response bodies of the HTTP service (pydantic v2).
+
+Inputs are validated here, before anything reaches the queue: a wrong type, a string that
+cannot be encoded as UTF-8 (a lone surrogate such as "\\ud800" is valid JSON but not valid
+text) or an empty `model` name is a 422 that names the offending item."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Texts = str | list[str]
+
+
+def as_list(texts: Texts) -> list[str]:
+    """A single string is a list of one."""
+    return [texts] if isinstance(texts, str) else list(texts)
+
+
+def _check_text(value: Texts) -> Texts:
+    # Lone surrogates decode from JSON but cannot reach the Rust tokenizer; reject them here
+    # so the error names the index instead of surfacing as a 500 from deep inside encode.
+    for i, text in enumerate(as_list(value)):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"item {i} is not valid Unicode text ({err.reason} at position {err.start})") from None
+    return value
+
+
+class _Strict(BaseModel):
+    # strict: a number is not a string; forbid: a misspelt field is an error, not ignored.
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class OpenAIEmbeddingRequest(_Strict):
+    """POST /v1/embeddings, as in OpenAI's API. Unknown fields are ignored there, so here too."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    input: Texts = Field(description="A string or a list of strings to embed.")
+    model: str | None = Field(default=None, description="Informational; the served model answers.")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1, description="Keep the first N dimensions.")
+    user: str | None = None
+
+    _texts = field_validator("input")(_check_text)
+
+
+class OpenAIEmbedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class OpenAIUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class OpenAIEmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: OpenAIUsage
+
+
+class EmbedRequest(_Strict):
+    """POST /embed: the native route, with the encoder's options."""
+
+    inputs: Texts
+    normalize: bool | None = Field(default=None, description="None follows the model.")
+    truncate: bool | None = Field(default=None, description="None uses the server's default.")
+    prompt_name: str | None = None
+    dimensions: int | None = Field(default=None, ge=1)
+
+    _texts = field_validator("inputs")(_check_text)
+
+
+class EmbedResponse(BaseModel):
+    embeddings: list[list[float]]
+    model: str
+    dimension: int
+    tokens: int
+
+
+class SimilarityRequest(_Strict):
+    """POST /similarity: scores between every source and every target, by the model's function."""
+
+    sources: Texts
+    targets: Texts
+    truncate: bool | None = None
+
+    _texts = field_validator("sources", "targets")(_check_text)
+
+
+class SimilarityResponse(BaseModel):
+    scores: list[list[float]]
+    similarity_fn: str
+
+
+class SearchRequest(_Strict):
+    """POST /search: one or more queries against the served index."""
+
+    query: Texts
+    top_k: int = Field(default=10, ge=1, le=1000)
+    where: dict[str, Any] | None = None
+    prompt_name: str | None = Field(default=None, description="None uses the model's 'query' prompt if it has one.")
+    truncate: bool | None = None
+
+    _texts = field_validator("query")(_check_text)
+
+
+class SearchHit(BaseModel):
+    id: str
+    score: float
+    text: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class SearchResponse(BaseModel):
+    results: list[list[SearchHit]]
+
+
+class IndexAddRequest(_Strict):
+    texts: list[str]
+    ids: list[str] | None = None
+    metadata: list[dict[str, Any] | None] | None = None
+
+    _texts = field_validator("texts")(_check_text)
+
+
+class IndexAddResponse(BaseModel):
+    ids: list[str]
+    size: int
+
+
+class IndexDeleteRequest(_Strict):
+    ids: list[str]
+
+
+class IndexDeleteResponse(BaseModel):
+    deleted: int
+    size: int
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    code: int
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,106 @@
+"""Server fixtures: a live uvicorn server on 127.0.0.1 in a thread (`live_server`), a
+stand-in encoder for logic that needs no model (`fake_encoder`), the tiny model's encoder
+and STS-B sentences. Helpers are handed out as fixtures: under --import-mode=importlib a
+test module cannot import its neighbours."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import socket
+import threading
+import time
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+
+class FakeEncoder:
+    """Deterministic vectors from a hash of the text: the core API's shape, no model.
+
+    `gate`, when given, makes encode wait for it: a way to hold the model busy."""
+
+    def __init__(self, dimension: int = 8, normalizes: bool = True, max_seq_length: int = 16,
+                 gate: threading.Event | None = None) -> None:
+        self.dimension, self.normalizes, self.max_seq_length = dimension, normalizes, max_seq_length
+        self.similarity_fn_name = "cosine" if normalizes else "dot"
+        self.prompts = {"query": "query: "}
+        self.name = "fake"
+        self.gate = gate
+        self.calls: list[int] = []
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(t.split()) + 2 for t in texts]
+
+    def _vector(self, text: str) -> np.ndarray:
+        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+        v = np.random.default_rng(seed).standard_normal(self.dimension).astype(np.float32)
+        return v / np.linalg.norm(v) if self.normalizes else v
+
+    def encode(self, texts, batch_size=32, normalize=None, prompt_name=None, convert_to="numpy",
+               show_progress=None, **_):
+        single = isinstance(texts, str)
+        items = [texts] if single else list(texts)
+        self.calls.append(len(items))
+        if self.gate is not None:
+            self.gate.wait(10)
+        prompt = self.prompts[prompt_name] if prompt_name else ""
+        out = np.stack([self._vector(prompt + t) for t in items]) if items else np.zeros((0, self.dimension), np.float32)
+        if normalize and not self.normalizes:
+            out = out / np.linalg.norm(out, axis=1, keepdims=True)
+        return out[0] if single else out
+
+    def similarity(self, a, b) -> np.ndarray:
+        return np.asarray(a) @ np.asarray(b).T
+
+
+@contextlib.contextmanager
+def live_server(app, host: str = "127.0.0.1") -> Iterator[str]:
+    """Run app on uvicorn in a thread on a free port of host; yields the base URL."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+
+
+@pytest.fixture(scope="session", name="live_server")
+def live_server_fixture():
+    """live_server(app) -> context manager yielding the base URL."""
+    return live_server
+
+
+@pytest.fixture(scope="session")
+def fake_encoder():
+    """The FakeEncoder class."""
+    return FakeEncoder
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_model):
+    import sentembed
+
+    return sentembed.load(str(tiny_model), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def stsb_sentences(stsb_dev) -> list[str]:
+    """Unique STS-B dev sentences, in file order."""
+    a, b, _ = stsb_dev
+    return list(dict.fromkeys(a + b))

@@ -1,0 +1,74 @@
+"""`sentembed serve` as a process: binds 127.0.0.1 unless told otherwise, enforces --api-key."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import typer
+from typer.testing import CliRunner
+
+from sentembed.server.cli import register
+
+ROOT = Path(__file__).resolve().parents[2]
+LAUNCH = ("import typer; from sentembed.server.cli import register; app = typer.Typer(); "
+          "app.callback()(lambda: None); register(app); app()")
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+
+    @app.command()
+    def other() -> None:  # a second command keeps typer from collapsing the group
+        pass
+
+    return app
+
+
+def test_serve_help_and_loopback_default():
+    result = CliRunner().invoke(_app(), ["serve", "--help"])
+    assert result.exit_code == 0
+    assert "127.0.0.1" in result.output and "--api-key" in result.output
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses with a socket listening on port, from /proc/net/tcp (state 0A)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        addr, p = local.split(":")
+        if int(p, 16) == port and state == "0A":
+            found.add(socket.inet_ntoa(bytes.fromhex(addr)[::-1]))
+    return found
+
+
+def test_serve_process_binds_loopback_and_checks_key(tiny_model):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "serve", str(tiny_model), "--port", str(port),
+                             "--api-key", "k", "--log-level", "warning"], env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.2)
+        if Path("/proc/net/tcp").exists():
+            assert _listening_addresses(port) == {"127.0.0.1"}
+        url = f"http://127.0.0.1:{port}/embed"
+        assert httpx.post(url, json={"inputs": ["a"]}).status_code == 401
+        assert httpx.post(url, json={"inputs": ["a"]}, headers={"Authorization": "Bearer k"}).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(20)
