@@ -29,13 +29,14 @@ test: setup
 $(BENCH_STAMP): pyproject.toml
 	test -d $(BENCH_VENV) || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q torch==2.13.0
-	$(BENCH_VENV)/bin/python -m pip install -q -e '.[weights,onnx,openvino]' 'sentence-transformers[onnx,openvino]'
+	$(BENCH_VENV)/bin/python -m pip install -q -e '.[weights,onnx,openvino]' 'sentence-transformers[onnx,openvino,train]'
 	touch $(BENCH_STAMP)
 
 bench-env: $(BENCH_STAMP)
 
+# One benchmark per use; each prints its own table of ratios. BENCH_ARGS passes flags through.
 bench: bench-env
-	$(BENCH_VENV)/bin/python benchmarks/encode.py
+	$(BENCH_VENV)/bin/python benchmarks/encode.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) *.egg-info

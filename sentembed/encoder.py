@@ -21,6 +21,10 @@ from .precision import quantize
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Inputs with more texts than this get a progress bar unless asked otherwise.
 PROGRESS_THRESHOLD = 1024
+# On CPU a batch's activations should stay in cache: batches of about 512 tokens were the
+# fastest on 2 EPYC cores, for sentences and documents alike (1,038 tokens/s on STS-B
+# sentences against 703 at 4,096 tokens a batch). GPUs want large batches instead.
+CPU_TOKEN_BUDGET = 512
 # A huge text is cut to a prefix that still holds more than max_seq_length tokens,
 # so truncation gives the same tokens without tokenizing megabytes.
 _CHARS_PER_TOKEN_GUESS = 16
@@ -145,8 +149,9 @@ class SentenceEncoder:
         """Embed one text (a 1-D vector) or a list (a 2-D array, rows in input order).
 
         normalize: None follows the model, True scales to unit length, False skips the
-        model's Normalize module. Batches hold texts of similar token length, at most
-        batch_size x max_seq_length tokens each, so little is spent on padding.
+        model's Normalize module. Batches hold at most batch_size texts of similar token
+        length, and on CPU about 512 tokens, so little is spent on padding and activations
+        stay in cache.
 
         >>> model.encode(["first", "second"]).shape
         (2, 768)
@@ -177,7 +182,8 @@ class SentenceEncoder:
                normalize: bool | None, show_progress: bool | None) -> torch.Tensor:
         ids = self.tokenizer.ids(self._clip(texts))
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        batches = _token_batches([len(ids[i]) for i in order], batch_size * self.max_seq_length)
+        budget = CPU_TOKEN_BUDGET if self.device.type == "cpu" else batch_size * self.max_seq_length
+        batches = _token_batches([len(ids[i]) for i in order], budget, batch_size)
         modules = list(self.pipeline)
         if normalize is False and self.normalizes:
             modules = modules[:-1]
@@ -232,12 +238,13 @@ class SentenceEncoder:
             self.pipeline.to(DTYPES[original])
 
 
-def _token_batches(lengths: list[int], token_budget: int) -> list[tuple[int, int]]:
-    """Cut lengths (sorted longest first) into runs whose padded size fits the budget."""
+def _token_batches(lengths: list[int], token_budget: int, max_texts: int) -> list[tuple[int, int]]:
+    """Cut lengths (sorted longest first) into runs of at most max_texts whose padded size
+    fits the budget (a text longer than the budget goes alone)."""
     batches, start = [], 0
     while start < len(lengths):
         width = lengths[start]
-        stop = start + max(1, token_budget // max(width, 1))
+        stop = start + min(max_texts, max(1, token_budget // max(width, 1)))
         batches.append((start, min(stop, len(lengths))))
         start = stop
     return batches

@@ -26,10 +26,14 @@ def _report(name: str, model: str, result: dict, primary: str, seconds: float, o
         typer.echo(f"wrote {output}", err=True)
 
 
+# How to load the model, set once for every eval command (sentembed eval --dtype bfloat16 sts ...).
+_load_options: dict = {}
+
+
 def _run(evaluator, model: str, batch_size: int) -> tuple[dict, float]:
     import sentembed
 
-    enc = sentembed.load(model)
+    enc = sentembed.load(model, **_load_options)
     evaluator.batch_size = batch_size
     start = time.perf_counter()
     result = evaluator(enc)
@@ -40,6 +44,16 @@ def register(app: typer.Typer) -> None:
     """Add the `eval` commands to the `sentembed` app."""
     ev = typer.Typer(help="Evaluate a model on STS, retrieval (BEIR) or triplet data.", no_args_is_help=True)
     app.add_typer(ev, name="eval")
+
+    @ev.callback()
+    def load_options(
+        dtype: Optional[str] = typer.Option(None, help="float32 (default), bfloat16 or float16"),
+        backend: str = typer.Option("torch", help="torch, onnx or openvino"),
+        quantize: Optional[str] = typer.Option(None, help="int8"),
+        file_name: Optional[str] = typer.Option(None, "--file-name", help="A published ONNX/OpenVINO file"),
+    ) -> None:
+        """Options here apply to the model of the command that follows."""
+        _load_options.update(dtype=dtype, backend=backend, quantize=quantize, file_name=file_name)
 
     @ev.command("sts")
     def sts(path: Path, model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"), batch_size: int = 32,

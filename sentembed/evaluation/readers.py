@@ -9,29 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-
-class DataFormatError(ValueError):
-    """A malformed input file; the message says which file and line."""
-
-
-def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line of a JSON-lines file.
-
-    >>> next(read_jsonl("corpus.jsonl"))          # doctest: +SKIP
-    (1, {'_id': '4983', 'title': '...', 'text': '...'})
-    """
-    path = Path(path)
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataFormatError(f"{path}:{no}: malformed JSON line ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataFormatError(f"{path}:{no}: expected a JSON object, got {type(obj).__name__}")
-            yield no, obj
+from ..io import DataFormatError, read_jsonl  # re-exported: the readers of benchmark formats
 
 
 def read_sts(path: str | Path) -> tuple[list[str], list[str], list[float]]:

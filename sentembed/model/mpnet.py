@@ -10,7 +10,9 @@ model saved here loads there and the other way round.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
 import torch
@@ -69,6 +71,17 @@ def _onednn_linear_available() -> bool:
 
 
 _ONEDNN_LINEAR = _onednn_linear_available()
+
+
+@contextlib.contextmanager
+def stock_linear() -> Iterator[None]:
+    """Run every Linear through F.linear, for tracing and export: oneDNN ops have no ONNX form."""
+    global _ONEDNN_LINEAR
+    saved, _ONEDNN_LINEAR = _ONEDNN_LINEAR, False
+    try:
+        yield
+    finally:
+        _ONEDNN_LINEAR = saved
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -163,7 +176,7 @@ class SelfAttention(nn.Module):
         qkv = None if self.training else onednn_linear(x, *self._qkv_weights())
         if qkv is None:
             qkv = torch.cat([self.q(x), self.k(x), self.v(x)], dim=-1)
-        q, k, v = qkv.view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         context = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=self.dropout_p if self.training else 0.0,
         )

@@ -38,17 +38,12 @@ def read_texts(path: Path, text_field: str = "text", id_field: str | None = None
 
 
 def _jsonl(path: Path):
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise typer.BadParameter(f"{path}:{no}: malformed JSON line ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise typer.BadParameter(f"{path}:{no}: expected a JSON object")
-            yield no, obj
+    from ..io import read_jsonl
+
+    try:
+        yield from read_jsonl(path)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -15,7 +15,7 @@ EDGE_CASES = ["", "   \t ", "😀🎉🔥 emoji only", "日本語の文章と中
 def texts(stsb_dev):
     sentences = list(dict.fromkeys(stsb_dev[0] + stsb_dev[1]))[:500]
     # 20 texts past 384 tokens: runs of dev sentences glued together.
-    long = [" ".join(sentences[i: i + 45]) for i in range(0, 20 * 20, 20)]
+    long = [" ".join(sentences[i: i + 70]) for i in range(0, 20 * 20, 20)]
     return sentences + long + EDGE_CASES
 
 

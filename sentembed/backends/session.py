@@ -1,0 +1,43 @@
+"""What every swapped-in encoder shares: the MPNet call signature, its config, no saving."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..model.mpnet import MPNetConfig
+
+
+class BackendEncoder(nn.Module):
+    """Stands where the MPNet module stood: `(input_ids, attention_mask) -> token_embeddings`.
+
+    Keeps `config` because the Transformer module reads it (max_seq_length limits)."""
+
+    backend = "?"
+
+    def __init__(self, config: MPNetConfig, source: str):
+        super().__init__()
+        self.config = config
+        self.source = source
+        self.gradient_checkpointing = False
+
+    def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and self.training:
+            raise RuntimeError(f"the {self.backend} backend runs inference only; load with backend='torch' to train")
+        return self.run(input_ids, attention_mask)
+
+    def state_dict(self, *args, **kwargs):  # noqa: D102 - reached through encoder.save()
+        raise RuntimeError(
+            f"this encoder runs {self.source} through {self.backend} and has no torch weights to save; "
+            "load the model with backend='torch' to save or fine-tune it"
+        )
+
+    def extra_repr(self) -> str:
+        return f"{self.backend}: {self.source}"
+
+
+def num_threads() -> int:
+    """Threads for the runtime: torch's setting, which honours OMP_NUM_THREADS."""
+    return max(1, torch.get_num_threads())

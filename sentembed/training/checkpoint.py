@@ -1,0 +1,97 @@
+"""Checkpoints: the model (a Sentence Transformers directory) plus the trainer's state —
+optimizer, scheduler, sampler position and RNG — so a resumed run continues bit for bit.
+
+Layout: OUTPUT/checkpoints/step-000120/{model/, trainer_state.pt}. Each checkpoint is built
+in a hidden folder and renamed into place, so a crash never leaves half of one.
+
+    >>> last = latest_checkpoint(Path("runs/x"))          # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+STATE_FILE = "trainer_state.pt"
+_STEP = re.compile(r"^step-(\d+)$")
+
+
+def checkpoint_dir(output_dir: Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = checkpoint_dir(output_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _STEP.match(p.name) and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(_STEP.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    found = list_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(output_dir: Path, step: int, enc: Any, state: dict[str, Any]) -> Path:
+    """Write checkpoint `step` atomically and return its path."""
+    root = checkpoint_dir(output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:06d}"
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step:06d}."))
+    try:
+        enc.save(staging / "model")
+        torch.save(state, staging / STATE_FILE)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    # weights_only: the state holds tensors, numbers, strings and dicts only; nothing to unpickle
+    return torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def load_weights_into(pipeline: torch.nn.Module, path: Path) -> None:
+    """Copy a checkpoint's weights into a live pipeline (keeps the optimizer's parameters)."""
+    from sentembed.model import SentencePipeline
+
+    saved = SentencePipeline.load(Path(path) / "model")
+    missing, unexpected = pipeline.load_state_dict(saved.state_dict(), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {path} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def prune(output_dir: Path, keep: int, protect: set[Path]) -> None:
+    """Delete all but the newest `keep` checkpoints, never one in `protect` (the best)."""
+    found = list_checkpoints(output_dir)
+    for p in found[:-keep] if keep > 0 else found:
+        if p.resolve() not in {q.resolve() for q in protect}:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def install_dir(staging: Path, target: Path) -> None:
+    """Move every entry of `staging` into `target`, each with an atomic rename, leaving the
+    target's other entries (checkpoints/, the log) alone."""
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in staging.iterdir():
+        dest = target / entry.name
+        if dest.is_dir() and not dest.is_symlink():
+            old = target / f".{entry.name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            dest.rename(old)
+            os.replace(entry, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(entry, dest)
+    shutil.rmtree(staging, ignore_errors=True)

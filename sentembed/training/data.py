@@ -1,0 +1,274 @@
+"""Training data: readers for JSONL, CSV/TSV and Parquet (gzip allowed), the
+`data_config.json` of the all-mpnet-base-v2 recipe, and `TrainDataset`, the rows one
+loss consumes.
+
+A row is a tuple of texts (anchor, positive[, negative...]) plus an optional float label::
+
+    >>> ds = TrainDataset.from_rows("toy", [("a", "b"), ("c", "d")])
+    >>> len(ds), ds.n_columns
+    (2, 2)
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Column names tried, in order, when a row is a dict and no columns were named.
+TEXT_KEYS = ("anchor", "query", "sentence1", "text1", "question", "title", "positive", "pos",
+             "sentence2", "text2", "answer", "body", "negative", "neg")
+LABEL_KEYS = ("label", "score", "similarity")
+
+
+class DataError(ValueError):
+    """Training data that cannot be used; the message names the file and what to fix."""
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    # errors="replace": real corpora (Quora) carry a few invalid UTF-8 bytes; one bad byte
+    # should not stop a run of millions of rows.
+    if path.name.endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
+    return open(path, encoding="utf-8", errors="replace", newline="")
+
+
+def _fmt(path: Path) -> str:
+    name = path.name.lower().removesuffix(".gz")
+    for ext, fmt in ((".jsonl", "jsonl"), (".json", "jsonl"), (".csv", "csv"),
+                     (".tsv", "tsv"), (".parquet", "parquet")):
+        if name.endswith(ext):
+            return fmt
+    raise DataError(f"{path}: unknown format; use .jsonl, .csv, .tsv or .parquet (optionally .gz)")
+
+
+def read_records(path: str | Path, limit: int | None = None) -> Iterator[Any]:
+    """Stream raw records (lists or dicts) from a file, one at a time, so large files never
+    sit in memory whole.
+
+    >>> next(read_records("pairs.jsonl"))      # doctest: +SKIP
+    ['What is a hop?', 'A flower used in beer.']
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    fmt, n = _fmt(path), 0
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+            for rec in batch.to_pylist():
+                if limit is not None and n >= limit:
+                    return
+                n += 1
+                yield rec
+        return
+    with _open_text(path) as f:
+        if fmt == "jsonl":
+            for i, line in enumerate(f, 1):
+                if limit is not None and n >= limit:
+                    return
+                if not line.strip():
+                    continue
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+                n += 1
+        else:
+            # CSV with a header row; TSV files with no header are read as lists.
+            reader = csv.reader(f, delimiter="," if fmt == "csv" else "\t")
+            header = next(reader, None)
+            if header is None:
+                return
+            has_header = fmt == "csv" or any(h.strip().lower() in TEXT_KEYS + LABEL_KEYS for h in header)
+            rows: Iterable[list[str]] = reader if has_header else _chain([header], reader)
+            for rec in rows:
+                if limit is not None and n >= limit:
+                    return
+                n += 1
+                yield dict(zip(header, rec)) if has_header else rec
+
+
+def _chain(first: list, rest: Iterable) -> Iterator:
+    yield from first
+    yield from rest
+
+
+def _to_row(rec: Any, columns: Sequence[str] | None, label_column: str | None,
+            where: str) -> tuple[tuple[str, ...], float | None]:
+    """One record -> (texts, label)."""
+    if isinstance(rec, dict):
+        if label_column is None:
+            label_column = next((k for k in LABEL_KEYS if k in rec), None)
+        label = rec.get(label_column) if label_column else None
+        if columns:
+            missing = [c for c in columns if c not in rec]
+            if missing:
+                raise DataError(f"{where}: missing column(s) {missing}; the row has {sorted(rec)}")
+            texts = [rec[c] for c in columns]
+        elif "texts" in rec or "set" in rec:   # the 1B-pairs script's {"set": [...]} rows
+            texts = list(rec.get("texts") or rec.get("set"))
+        else:
+            texts = [rec[k] for k in TEXT_KEYS if k in rec and isinstance(rec[k], str)]
+    elif isinstance(rec, (list, tuple)):
+        texts, label = list(rec), None
+        if columns:
+            idx = [int(c) for c in columns]
+            texts = [rec[i] for i in idx]
+        if label_column is not None:
+            label = rec[int(label_column)]
+    else:
+        raise DataError(f"{where}: a row must be a JSON list or object, got {type(rec).__name__}")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise DataError(f"{where}: column {bad[0]} is {type(texts[bad[0]]).__name__}, not text")
+    return tuple(texts), (None if label is None or label == "" else float(label))
+
+
+@dataclass
+class TrainDataset:
+    """Rows of texts (and optional labels) from one source, with its sampling weight."""
+
+    name: str
+    rows: list[tuple[str, ...]]
+    labels: list[float] | None = None
+    weight: float = 1.0
+    source: str = ""
+
+    @property
+    def n_columns(self) -> int:
+        return min((len(r) for r in self.rows), default=0)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @classmethod
+    def from_rows(cls, name: str, rows: Iterable[Sequence[str]], labels: Sequence[float] | None = None,
+                  weight: float = 1.0) -> "TrainDataset":
+        """Build from in-memory rows: `TrainDataset.from_rows("qa", [("q", "a")])`."""
+        return cls(name, [tuple(r) for r in rows], list(labels) if labels is not None else None,
+                   float(weight), "memory")
+
+    @classmethod
+    def from_file(cls, path: str | Path, name: str | None = None, weight: float = 1.0,
+                  columns: Sequence[str] | None = None, label_column: str | None = None,
+                  limit: int | None = None) -> "TrainDataset":
+        """Read a whole file: `TrainDataset.from_file("pairs.jsonl.gz", weight=3)`."""
+        path = Path(path)
+        rows: list[tuple[str, ...]] = []
+        labels: list[float | None] = []
+        for i, rec in enumerate(read_records(path, limit), 1):
+            texts, label = _to_row(rec, columns, label_column, f"{path} row {i}")
+            rows.append(texts)
+            labels.append(label)
+        has_labels = any(lab is not None for lab in labels)
+        if has_labels and any(lab is None for lab in labels):
+            raise DataError(f"{path}: some rows have a label and some do not")
+        return cls(name or _stem(path), rows, labels if has_labels else None, float(weight), str(path))  # type: ignore[arg-type]
+
+    def stats(self, n: int = 1000, count: Callable[[list[str]], list[int]] | None = None) -> dict[str, Any]:
+        """Column statistics over the first `n` rows, for the model card: lengths in tokens
+        when `count` (e.g. `enc.count_tokens`) is given, else in words."""
+        head = self.rows[:n]
+        out: dict[str, Any] = {"name": self.name, "rows": len(self.rows), "weight": self.weight, "columns": [],
+                               "unit": "tokens" if count else "words"}
+        for c in range(self.n_columns):
+            texts = [r[c] for r in head]
+            sizes = count(texts) if count else [len(t.split()) for t in texts]
+            out["columns"].append({
+                "min": min(sizes, default=0), "mean": round(sum(sizes) / max(len(sizes), 1), 2),
+                "max": max(sizes, default=0)})
+        if self.labels is not None:
+            lab = self.labels[:n]
+            out["label"] = {"min": min(lab), "mean": round(sum(lab) / len(lab), 4), "max": max(lab)}
+        out["samples"] = [list(r) + ([self.labels[i]] if self.labels else []) for i, r in enumerate(head[:3])]
+        return out
+
+
+def _stem(path: Path | str, keep_dirs: bool = False) -> str:
+    name = str(path) if keep_dirs else Path(path).name
+    for suf in (".gz", ".jsonl", ".json", ".csv", ".tsv", ".parquet"):
+        name = name.removesuffix(suf)
+    return name
+
+
+@dataclass
+class DatasetSpec:
+    """Where one dataset lives and how much of each batch mix it gets (config form)."""
+
+    path: str
+    weight: float = 1.0
+    name: str | None = None
+    columns: list[str] | None = None
+    label_column: str | None = None
+    limit: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def load(self, base: Path | None = None) -> TrainDataset:
+        p = Path(self.path)
+        if base is not None and not p.is_absolute():
+            p = base / p
+        check_weight(self.weight, self.name or self.path)
+        return TrainDataset.from_file(p, self.name, self.weight, self.columns, self.label_column, self.limit)
+
+
+def check_weight(weight: float, name: str) -> None:
+    if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
+        raise DataError(f"dataset {name!r}: weight must be a number > 0, got {weight!r}")
+
+
+def load_data_config(path: str | Path) -> list[DatasetSpec]:
+    """Read a `data_config.json`: a list of `{"name", "lines", "weight"}`; names are files
+    relative to the config's folder (the all-mpnet-base-v2 recipe's format).
+
+    >>> [s.weight for s in load_data_config("data_config.json")]   # doctest: +SKIP
+    [36, 12]
+    """
+    path = Path(path)
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e.msg})") from None
+    if not isinstance(entries, list) or not entries:
+        raise DataError(f"{path}: expected a non-empty JSON list of {{'name','lines','weight'}}")
+    specs = []
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or "name" not in e:
+            raise DataError(f"{path} entry {i}: needs at least a 'name'")
+        check_weight(e.get("weight", 1), e["name"])
+        p = Path(e["name"])
+        specs.append(DatasetSpec(str(p if p.is_absolute() else path.parent / p), float(e.get("weight", 1)),
+                                 name=e.get("dataset_name") or _stem(e["name"], keep_dirs=True), columns=e.get("columns"),
+                                 label_column=e.get("label_column"), limit=e.get("limit")))
+    return specs
+
+
+def weights_from_lines(lines: dict[str, int], total_weight: int) -> dict[str, int]:
+    """The mpnet_stackexchange_v1 rule: weight = int(lines / total_lines * total_weight),
+    at least 1 so that no dataset silently drops out.
+
+    >>> weights_from_lines({"a": 300, "b": 100}, 100)
+    {'a': 75, 'b': 25}
+    """
+    total = sum(lines.values())
+    if total <= 0:
+        raise DataError("weights_from_lines: the datasets have no lines")
+    return {k: max(1, int(v / total * total_weight)) for k, v in lines.items()}
+
+
+def write_data_config(path: str | Path, files: dict[str, str | Path], total_weight: int) -> list[dict]:
+    """Count lines of each file and write a data_config.json weighted by `weights_from_lines`."""
+    path = Path(path)
+    lines = {}
+    for name, f in files.items():
+        lines[name] = sum(1 for _ in read_records(f))
+    weights = weights_from_lines(lines, total_weight)
+    entries = [{"name": str(files[k]), "lines": lines[k], "weight": weights[k]} for k in files]
+    path.write_text(json.dumps(entries, indent=1) + "\n", encoding="utf-8")
+    return entries
