@@ -14,12 +14,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
-import sys
 import time
 import warnings
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 MODULES = [
     "abc", "argparse", "array", "asyncio", "base64", "bisect", "calendar", "collections", "concurrent.futures",
@@ -108,7 +105,8 @@ def main() -> None:
     docs = gather(args.limit)
     path = Path(args.index)
     index = Index.open(path, enc) if (path / "manifest.json").exists() else Index.create(path, enc)
-    todo = [d for d in docs if d[0] not in set(index.existing([d[0] for d in docs]))]
+    done = set(index.existing([d[0] for d in docs]))
+    todo = [d for d in docs if d[0] not in done]
     if todo:
         print(f"embedding {len(todo)} of {len(docs)} docstrings into {path}/ (each batch commits; safe to interrupt)")
         t = time.perf_counter()
