@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .model import ModelSettings, SentencePipeline, check_similarity_name
-from .precision import quantize
+from .precision import PRECISIONS, quantize
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Inputs with more texts than this get a progress bar unless asked otherwise.
@@ -161,6 +161,8 @@ class SentenceEncoder:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
         if truncate_dim is not None and not 0 < truncate_dim <= self.dimension:
             raise ValueError(f"truncate_dim must be between 1 and {self.dimension}, got {truncate_dim}")
         prompt_text = self._resolve_prompt(prompt_name, prompt)
