@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-SIMILARITIES = ("cosine", "dot", "euclidean", "manhattan")
+from ..model import SIMILARITY_FUNCTIONS as SIMILARITIES  # one list of names for the package
 
 
 def resolve_similarity(score: Any = None) -> str:
