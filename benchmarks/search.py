@@ -4,10 +4,14 @@
     python benchmarks/search.py --n 200000 --rounds 2 --hnsw-n 50000   # a quicker look
 
 What it reports:
-- exact search seconds, sentembed vs util.semantic_search (cosine, the reference's score), same
-  threads, runs alternating, median of --rounds; the ratio (goal >= 4x);
+- exact search seconds, same threads, runs alternating, median of --rounds, for
+  util.semantic_search (cosine, the reference's score), sentembed's `semantic_search` on the same
+  array (fp32 all the way) and sentembed's `Index` holding the same vectors (exact too: a bf16
+  copy picks the candidates with a proven error bound, fp32 re-scores them; prefilter.py);
+  the ratios to the reference (goal >= 4x);
 - results agree (same top-10 ids);
-- peak memory of each, measured in a fresh process over the same memory-mapped corpus:
+- peak memory of each, measured in a fresh process over the same memory-mapped corpus (the
+  index over its own files):
   peak RSS growth during the search / corpus bytes (goal <= 1.2x). File pages of the memory map
   count too, so reading the whole corpus shows as about 1.0x;
 - the share of the fp32 GEMM ceiling, measured here on a 2048x768x3072 GEMM;
@@ -54,6 +58,39 @@ def run_ours(q, corpus, k):
     return semantic_search(q, corpus, top_k=k, score="cosine").indices
 
 
+class StoredVectors:
+    """Stands in for a model when the index is filled with ready vectors: only the probe is encoded."""
+
+    name, dimension, similarity_fn_name, normalizes = "benchmark-vectors", 0, "cosine", True
+
+    def __init__(self, dimension: int) -> None:
+        self.dimension = dimension
+
+    def encode(self, texts):
+        return np.ones((len(texts), self.dimension), dtype=np.float32)
+
+
+def build_index(path: Path, corpus: np.ndarray) -> None:
+    from sentembed.search import Index
+
+    idx = Index.create(path, StoredVectors(corpus.shape[1]))
+    step = 250_000
+    for s in range(0, len(corpus), step):
+        rows = corpus[s : s + step]
+        idx.add([str(i) for i in range(s, s + len(rows))], vectors=rows)
+    idx.close()
+
+
+def open_index(path: Path, d: int):
+    from sentembed.search import Index
+
+    return Index.open(path, StoredVectors(d))
+
+
+def run_index(q, idx, k):
+    return np.array([[int(h.id) for h in hits] for hits in idx.search_many(q, k)])
+
+
 def run_reference(q, corpus, k):
     import torch
     from sentence_transformers import util
@@ -80,8 +117,10 @@ def worker(args) -> None:
     warnings.simplefilter("ignore")
     corpus = np.memmap(args.path, dtype=np.float32, mode="r", shape=(args.n, args.d))
     q = queries(args.d, args.nq)
-    fn = run_ours if args.worker == "ours" else run_reference
-    fn(q, corpus[:1000], args.k)  # imports and kernels warmed on a sliver
+    fn = {"ours": run_ours, "reference": run_reference, "index": run_index}[args.worker]
+    fn(q, corpus[:1000], args.k) if args.worker != "index" else run_ours(q, corpus[:1000], args.k)  # warm-up on a sliver
+    if args.worker == "index":
+        corpus = open_index(Path(args.path).with_suffix(".index"), args.d)
     base = status_kb("VmRSS")
     # Reset the peak-RSS mark (Linux: "5" > clear_refs), so VmHWM is the peak of the search alone.
     with open("/proc/self/clear_refs", "w") as f:
@@ -90,19 +129,21 @@ def worker(args) -> None:
     print(json.dumps({"base_kb": base, "peak_kb": status_kb("VmHWM")}))
 
 
-def gemm_ceiling(threads: int) -> float:
+def gemm_ceiling(threads: int, dtype=None) -> float:
     import torch
 
+    from sentembed.search.prefilter import bf16_scores
     from sentembed.search.similarity import matmul_t
 
     torch.set_num_threads(threads)
-    x, w = torch.randn(2048, 768), torch.randn(3072, 768)
+    x, w = torch.randn(2048, 768, dtype=dtype), torch.randn(3072, 768, dtype=dtype)
+    mm = bf16_scores if dtype == torch.bfloat16 else matmul_t
     for _ in range(3):
-        matmul_t(x, w)
+        mm(x, w)
     best = float("inf")
     for _ in range(10):
         t = time.perf_counter()
-        matmul_t(x, w)
+        mm(x, w)
         best = min(best, time.perf_counter() - t)
     return 2 * 2048 * 768 * 3072 / best / 1e9
 
@@ -149,7 +190,7 @@ def main() -> None:
     p.add_argument("--hnsw-n", type=int, default=100_000, help="rows for the HNSW part (0 skips it)")
     p.add_argument("--dir", default=None, help="where to write the temporary corpus file")
     p.add_argument("--output", default=None, help="write the results as JSON here")
-    p.add_argument("--worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["ours", "reference", "index"], help=argparse.SUPPRESS)
     p.add_argument("--path", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -166,48 +207,57 @@ def main() -> None:
     print(f"corpus: {args.n:,} x {args.d} unit vectors, {corpus_bytes / 2**30:.2f} GiB memory-mapped "
           f"({time.perf_counter() - t:.0f} s to write); {args.nq} queries, top-{args.k}, {args.threads} threads")
     corpus = np.memmap(path, dtype=np.float32, mode="r", shape=(args.n, args.d))
+    t = time.perf_counter()
+    build_index(path.with_suffix(".index"), corpus)
+    print(f"index built in {time.perf_counter() - t:.0f} s")
+    idx = open_index(path.with_suffix(".index"), args.d)
     q = queries(args.d, args.nq)
+    runs = {"index": lambda: run_index(q, idx, args.k), "semantic_search": lambda: run_ours(q, corpus, args.k),
+            "sentence-transformers": lambda: run_reference(q, corpus, args.k)}
     run_ours(q, corpus[:1000], args.k)
     run_reference(q, corpus[:1000], args.k)
-    times = {"sentembed": [], "sentence-transformers": []}
-    agree = None
+    times = {name: [] for name in runs}
+    ids = {}
     for r in range(args.rounds):
-        order = [("sentembed", run_ours), ("sentence-transformers", run_reference)]
-        for name, fn in (order if r % 2 == 0 else order[::-1]):
+        order = list(runs) if r % 2 == 0 else list(runs)[::-1]
+        for name in order:
             t = time.perf_counter()
-            ids = fn(q, corpus, args.k)
+            ids[name] = runs[name]()
             times[name].append(time.perf_counter() - t)
-            if name == "sentembed":
-                ours_ids = ids
-            else:
-                ref_ids = ids
-        agree = float(np.mean([set(a) == set(b) for a, b in zip(ours_ids, ref_ids)]))
+    agree = {name: float(np.mean([set(a) == set(b) for a, b in zip(ids[name], ids["sentence-transformers"])]))
+             for name in ("index", "semantic_search")}
     med = {k: float(np.median(v)) for k, v in times.items()}
     ceiling = gemm_ceiling(args.threads)
-    achieved = 2 * args.nq * args.d * args.n / med["sentembed"] / 1e9
+    ceiling_bf16 = gemm_ceiling(args.threads, torch.bfloat16)
+    flop = 2 * args.nq * args.d * args.n
+    ref = med["sentence-transformers"]
     result = {
         "n": args.n, "d": args.d, "queries": args.nq, "top_k": args.k, "threads": args.threads,
         "seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},
         "median_s": {k: round(v, 3) for k, v in med.items()},
-        "speedup": round(med["sentence-transformers"] / med["sentembed"], 2),
+        "speedup": {k: round(ref / med[k], 2) for k in ("index", "semantic_search")},
         "same_top10": agree,
-        "gemm_ceiling_gflops": round(ceiling, 1), "achieved_gflops": round(achieved, 1),
-        "share_of_ceiling": round(achieved / ceiling, 3),
+        "gemm_ceiling_gflops": round(ceiling, 1), "bf16_gemm_ceiling_gflops": round(ceiling_bf16, 1),
+        "index_share_of_bf16_ceiling": round(flop / med["index"] / 1e9 / ceiling_bf16, 3),
+        "share_of_fp32_ceiling": {k: round(flop / med[k] / 1e9 / ceiling, 3) for k in ("index", "semantic_search")},
     }
-    print(f"exact: sentembed {med['sentembed']:.3f} s, sentence-transformers {med['sentence-transformers']:.3f} s "
-          f"-> {result['speedup']:.2f}x (goal >= 4x); same top-10 for {agree:.0%} of queries")
-    print(f"GEMM ceiling {ceiling:.0f} GFLOP/s (2048x768x3072 fp32); exact search reached {achieved:.0f} GFLOP/s "
-          f"= {achieved / ceiling:.0%} of it")
+    for name in ("index", "semantic_search"):
+        print(f"exact, {name}: {med[name]:.3f} s vs sentence-transformers {ref:.3f} s -> {ref / med[name]:.2f}x "
+              f"(goal >= 4x); same top-10 for {agree[name]:.0%} of queries; "
+              f"{flop / med[name] / 1e9:.0f} GFLOP/s-equivalent = {flop / med[name] / 1e9 / ceiling:.0%} of the fp32 ceiling")
+    print(f"GEMM ceilings here (2048x768x3072): fp32 {ceiling:.0f} GFLOP/s, bf16 {ceiling_bf16:.0f}; the index's "
+          f"bf16 scan reached {result['index_share_of_bf16_ceiling']:.0%} of the bf16 one")
+    idx.close()
     mem = {}
-    for w in ("ours", "reference"):
+    for w in ("index", "ours", "reference"):
         out = subprocess.run([sys.executable, __file__, "--worker", w, "--path", str(path), "--n", str(args.n),
                               "--d", str(args.d), "--nq", str(args.nq), "--k", str(args.k), "--threads", str(args.threads)],
                              capture_output=True, text=True, check=True)
         m = json.loads(out.stdout.strip().splitlines()[-1])
         mem[w] = round((m["peak_kb"] - m["base_kb"]) * 1024 / corpus_bytes, 3)
     result["peak_memory_over_corpus"] = mem
-    print(f"peak RSS growth / corpus bytes: sentembed {mem['ours']:.2f}x (goal <= 1.2x), "
-          f"sentence-transformers {mem['reference']:.2f}x")
+    print(f"peak RSS growth / corpus bytes: index {mem['index']:.2f}x, semantic_search {mem['ours']:.2f}x "
+          f"(goal <= 1.2x), sentence-transformers {mem['reference']:.2f}x")
     del corpus
     if args.hnsw_n:
         corpus = np.memmap(path, dtype=np.float32, mode="r", shape=(args.n, args.d))

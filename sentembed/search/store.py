@@ -5,6 +5,7 @@ Layout of an index directory::
     manifest.json          model, dimension, normalization, similarity, kind (written once)
     catalog.sqlite         docs(row, id, text, metadata, deleted), segments, state
     vectors/seg-000001.f32 raw float32 rows; never modified once committed
+    vectors/seg-000001.bf16 their bfloat16 copy for fast exact search (cosine and dot; prefilter.py)
     ann-000003.faiss       the ANN structure of the committed state (hnsw / ivfpq only)
 
 What is committed is exactly what the catalog says: a segment file or ANN file counts only
@@ -283,3 +284,32 @@ def open_segment(directory: Path, seg: Segment, dim: int) -> np.ndarray:
     if size != expected:
         raise RuntimeError(f"index segment {path} has {size} bytes, the catalog expects {expected}: the index is damaged")
     return np.memmap(path, dtype=np.float32, mode="r", shape=(seg.n_rows, dim))
+
+
+def read_rows(path: Path, dim: int, rows: np.ndarray) -> np.ndarray:
+    """float32 `rows` of a segment file, read with pread.
+
+    Touching a few rows through the memory map would make the kernel read ahead and map
+    megabytes around each one (large page-cache folios), all counted as this process's memory.
+    Consecutive rows are read in one call.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    order = np.argsort(rows, kind="stable")
+    ordered = rows[order]
+    buf = np.empty((len(rows), dim), dtype=np.float32)
+    row_bytes = dim * 4
+    cuts = np.flatnonzero(np.diff(ordered) != 1) + 1
+    with open(path, "rb", buffering=0) as f:
+        for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(rows)]])):
+            if hi <= lo:
+                continue
+            view = memoryview(buf[lo:hi]).cast("B")
+            pos, done = int(ordered[lo]) * row_bytes, 0
+            while done < len(view):
+                n = os.preadv(f.fileno(), [view[done:]], pos + done)
+                if n <= 0:
+                    raise RuntimeError(f"index segment {path} ends early at byte {pos + done}: the index is damaged")
+                done += n
+    out = np.empty_like(buf)
+    out[order] = buf
+    return out
