@@ -7,6 +7,10 @@ A row is a tuple of texts (anchor, positive[, negative...]) plus an optional flo
     >>> ds = TrainDataset.from_rows("toy", [("a", "b"), ("c", "d")])
     >>> len(ds), ds.n_columns
     (2, 2)
+
+Files are streamed: one with more than `spill_rows` rows keeps its rows in a temporary
+file (`RowStore`, a few bytes of memory per row) and its labels in a NumPy array, so a
+multi-GB pair file does not become ~10x its size in Python objects.
 """
 from __future__ import annotations
 
@@ -15,10 +19,15 @@ import gzip
 import io
 import json
 import math
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from .rowstore import RowStore
 
 # Column names tried, in order, when a row is a dict and no columns were named.
 TEXT_KEYS = ("anchor", "query", "sentence1", "text1", "question", "title", "positive", "pos",
@@ -133,16 +142,21 @@ def _to_row(rec: Any, columns: Sequence[str] | None, label_column: str | None,
 
 @dataclass
 class TrainDataset:
-    """Rows of texts (and optional labels) from one source, with its sampling weight."""
+    """Rows of texts (and optional labels) from one source, with its sampling weight.
+
+    `rows` is a list of tuples, or a `RowStore` for files larger than `spill_rows`
+    (`labels` then is a float64 NumPy array); both index the same way: `ds.rows[r][c]`."""
 
     name: str
-    rows: list[tuple[str, ...]]
-    labels: list[float] | None = None
+    rows: Sequence[tuple[str, ...]]
+    labels: Sequence[float] | None = None
     weight: float = 1.0
     source: str = ""
 
     @property
     def n_columns(self) -> int:
+        if isinstance(self.rows, RowStore):
+            return self.rows.n_columns     # counted while writing; no pass over the file
         return min((len(r) for r in self.rows), default=0)
 
     def __len__(self) -> int:
@@ -158,19 +172,35 @@ class TrainDataset:
     @classmethod
     def from_file(cls, path: str | Path, name: str | None = None, weight: float = 1.0,
                   columns: Sequence[str] | None = None, label_column: str | None = None,
-                  limit: int | None = None) -> "TrainDataset":
-        """Read a whole file: `TrainDataset.from_file("pairs.jsonl.gz", weight=3)`."""
+                  limit: int | None = None, spill_rows: int | None = 100_000,
+                  spill_dir: str | Path | None = None) -> "TrainDataset":
+        """Stream a file: `TrainDataset.from_file("pairs.jsonl.gz", weight=3)`.
+
+        Past `spill_rows` rows (None: never) the rows move to a `RowStore` in `spill_dir`
+        (default: the system temp folder) and the labels to a float64 array."""
         path = Path(path)
-        rows: list[tuple[str, ...]] = []
-        labels: list[float | None] = []
+        rows: list[tuple[str, ...]] | RowStore = []
+        labels: list[float | None] | array = []
+        n_labelled = 0
         for i, rec in enumerate(read_records(path, limit), 1):
             texts, label = _to_row(rec, columns, label_column, f"{path} row {i}")
+            if isinstance(rows, list) and spill_rows is not None and len(rows) >= spill_rows:
+                # decided while streaming: small files stay plain lists, exactly as before
+                rows, labels = _spill(rows, labels, spill_dir)
             rows.append(texts)
-            labels.append(label)
-        has_labels = any(lab is not None for lab in labels)
-        if has_labels and any(lab is None for lab in labels):
+            n_labelled += label is not None
+            if isinstance(labels, array):
+                labels.append(0.0 if label is None else label)   # None rows are rejected below
+            else:
+                labels.append(label)
+        if isinstance(rows, RowStore):
+            rows.seal()
+        if 0 < n_labelled < len(rows):
             raise DataError(f"{path}: some rows have a label and some do not")
-        return cls(name or _stem(path), rows, labels if has_labels else None, float(weight), str(path))  # type: ignore[arg-type]
+        out_labels: Any = None
+        if n_labelled:
+            out_labels = np.array(labels, dtype=np.float64) if isinstance(labels, array) else labels
+        return cls(name or _stem(path), rows, out_labels, float(weight), str(path))
 
     def stats(self, n: int = 1000, count: Callable[[list[str]], list[int]] | None = None) -> dict[str, Any]:
         """Column statistics over the first `n` rows, for the model card: lengths in tokens
@@ -184,11 +214,22 @@ class TrainDataset:
             out["columns"].append({
                 "min": min(sizes, default=0), "mean": round(sum(sizes) / max(len(sizes), 1), 2),
                 "max": max(sizes, default=0)})
-        if self.labels is not None:
-            lab = self.labels[:n]
+        if self.labels is not None and len(self.labels):
+            # float(): NumPy labels (spilled files) must stay JSON-plain for the model card
+            lab = [float(x) for x in self.labels[:n]]
             out["label"] = {"min": min(lab), "mean": round(sum(lab) / len(lab), 4), "max": max(lab)}
-        out["samples"] = [list(r) + ([self.labels[i]] if self.labels else []) for i, r in enumerate(head[:3])]
+        # `is not None`, not truthiness: a NumPy array has no truth value
+        out["samples"] = [list(r) + ([float(self.labels[i])] if self.labels is not None else [])
+                          for i, r in enumerate(head[:3])]
         return out
+
+
+def _spill(rows: list[tuple[str, ...]], labels: list[float | None],
+           spill_dir: str | Path | None) -> tuple[RowStore, array]:
+    """Move the rows read so far to a RowStore and the labels to a compact float array."""
+    store = RowStore(spill_dir)
+    store.extend(rows)
+    return store, array("d", (0.0 if lab is None else lab for lab in labels))
 
 
 def _stem(path: Path | str, keep_dirs: bool = False) -> str:
@@ -208,6 +249,8 @@ class DatasetSpec:
     columns: list[str] | None = None
     label_column: str | None = None
     limit: int | None = None
+    spill_rows: int | None = 100_000      # larger files keep rows on disk (see from_file)
+    spill_dir: str | None = None
     extra: dict = field(default_factory=dict)
 
     def load(self, base: Path | None = None) -> TrainDataset:
@@ -215,7 +258,8 @@ class DatasetSpec:
         if base is not None and not p.is_absolute():
             p = base / p
         check_weight(self.weight, self.name or self.path)
-        return TrainDataset.from_file(p, self.name, self.weight, self.columns, self.label_column, self.limit)
+        return TrainDataset.from_file(p, self.name, self.weight, self.columns, self.label_column, self.limit,
+                                      spill_rows=self.spill_rows, spill_dir=self.spill_dir)
 
 
 def check_weight(weight: float, name: str) -> None:
