@@ -51,6 +51,8 @@ def encode(
     batch_size: int = typer.Option(32, "--batch-size"),
     prompt_name: Optional[str] = typer.Option(None, "--prompt-name"),
     normalize: Optional[bool] = typer.Option(None, "--normalize/--no-normalize", help="Default: as the model"),
+    workers: int = typer.Option(1, "--workers", min=1,
+                                help="Worker processes, each with its share of torch's threads (1: in this process)"),
 ) -> None:
     """Embed a file of texts."""
     from .io import read_texts, write_embeddings
@@ -59,9 +61,18 @@ def encode(
         ids, texts = read_texts(input, field, id_field)
     except (OSError, ValueError, KeyError) as err:
         _fail(str(err))
-    encoder = _load(model)
-    vectors = encoder.encode(texts, batch_size=batch_size, prompt_name=prompt_name,
-                             normalize=normalize, show_progress=True)
+    options = dict(batch_size=batch_size, prompt_name=prompt_name, normalize=normalize, show_progress=True)
+    if workers == 1:
+        vectors = _load(model).encode(texts, **options)
+    else:
+        from .backends.pool import EncodePool
+
+        try:
+            pool = EncodePool(model, workers=workers)
+        except (FileNotFoundError, ValueError, RuntimeError) as err:
+            _fail(str(err))
+        with pool:
+            vectors = pool.encode(texts, **options)
     try:
         write_embeddings(output, ids, vectors)
     except ValueError as err:

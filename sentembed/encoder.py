@@ -10,13 +10,18 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .model import ModelSettings, SentencePipeline, check_similarity_name
+from .model import MPNet, ModelSettings, SentencePipeline, check_similarity_name
+from .model.packing import packed_sentence_embeddings, use_packing
 from .precision import PRECISIONS, quantize
+
+if TYPE_CHECKING:
+    from .backends.pool import EncodePool
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Inputs with more texts than this get a progress bar unless asked otherwise.
@@ -194,6 +199,13 @@ class SentenceEncoder:
             extra["prompt_length"] = self._prompt_length(prompt)
         output = torch.empty((len(texts), self.dimension), dtype=torch.float32)
         show = len(texts) > PROGRESS_THRESHOLD if show_progress is None else show_progress
+        if use_packing(self.device) and isinstance(self.pipeline.transformer.encoder, MPNet):
+            # GPU: no padding; block-diagonal FlexAttention with the relative bias (model/packing.py)
+            with torch.inference_mode(), tqdm(total=len(texts), disable=not show, desc="encode", unit="text") as bar:
+                vectors = packed_sentence_embeddings(modules, ids, token_budget=budget,
+                                                     prompt_length=extra.get("prompt_length", 0),
+                                                     progress=bar.update).float().cpu()
+            return torch.nn.functional.normalize(vectors, dim=1) if normalize and not self.normalizes else vectors
         with torch.inference_mode(), tqdm(total=len(texts), disable=not show, desc="encode", unit="text") as bar:
             for start, stop in batches:
                 rows = order[start:stop]
@@ -219,6 +231,16 @@ class SentenceEncoder:
 
     def _prompt_for(self, name: str) -> str | None:
         return name if name in self.prompts else None
+
+    def pool(self, workers: int = 2, threads_per_worker: int | None = None, **options) -> "EncodePool":
+        """Worker processes, each with a copy of this model, for machines with many cores.
+
+        >>> with model.pool(workers=4) as pool:          # doctest: +SKIP
+        ...     vectors = pool.encode(texts, batch_size=32)
+        """
+        from .backends.pool import EncodePool
+
+        return EncodePool(self, workers=workers, threads_per_worker=threads_per_worker, **options)
 
     # -- comparing ---------------------------------------------------------------------
     def similarity(self, a, b) -> np.ndarray:

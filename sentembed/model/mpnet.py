@@ -7,18 +7,25 @@ model saved here loads there and the other way round.
     config = MPNetConfig.from_dict(json.load(open("config.json")))
     model = MPNet(config)
     hidden = model(input_ids, attention_mask)            # (batch, seq, hidden)
+
+Sequences packed into one row without padding run through ``MPNet.forward_packed``, with an
+attention that packing.py builds (block-diagonal, the relative bias added inside).
 """
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+# (q, k, v) -> context, each (batch, heads, length, head_dim): what a packed batch passes
+# to the layers in place of the additive bias tensor.
+AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -125,10 +132,12 @@ class Embeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
         # Positions start at padding_idx + 1 and padding tokens keep padding_idx, as in fairseq.
-        is_token = input_ids.ne(self.padding_idx).int()
-        position_ids = (torch.cumsum(is_token, dim=1) * is_token).long() + self.padding_idx
+        # A packed row brings its own, restarting at padding_idx + 1 for every sequence.
+        if position_ids is None:
+            is_token = input_ids.ne(self.padding_idx).int()
+            position_ids = (torch.cumsum(is_token, dim=1) * is_token).long() + self.padding_idx
         x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
         return self.dropout(self.LayerNorm(x))
 
@@ -171,15 +180,18 @@ class SelfAttention(nn.Module):
             self._fused = (key, torch.cat([p.weight for p in parts]), torch.cat([p.bias for p in parts]))
         return self._fused[1], self._fused[2]
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | AttentionFn) -> torch.Tensor:
         batch, length, hidden = x.shape
         qkv = None if self.training else onednn_linear(x, *self._qkv_weights())
         if qkv is None:
             qkv = torch.cat([self.q(x), self.k(x), self.v(x)], dim=-1)
         q, k, v = qkv.view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        context = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=self.dropout_p if self.training else 0.0,
-        )
+        if callable(bias):  # a packed row: block-diagonal attention with the bias inside
+            context = bias(q, k, v)
+        else:
+            context = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias, dropout_p=self.dropout_p if self.training else 0.0,
+            )
         return self.o(context.transpose(1, 2).reshape(batch, length, hidden))
 
 
@@ -190,7 +202,7 @@ class Attention(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | AttentionFn) -> torch.Tensor:
         return self.LayerNorm(self.dropout(self.attn(x, bias)) + x)
 
 
@@ -222,7 +234,7 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(config)
         self.output = Output(config)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | AttentionFn) -> torch.Tensor:
         x = self.attention(x, bias)
         return self.output(self.intermediate(x), x)
 
@@ -285,3 +297,13 @@ class MPNet(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.encoder(self.embeddings(input_ids), attention_mask)
+
+    def forward_packed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention: AttentionFn) -> torch.Tensor:
+        """Inference over sequences packed into one row, (1, tokens) in, (1, tokens, hidden) out.
+
+        position_ids restart at padding_idx + 1 for every sequence; `attention` keeps each
+        token within its own sequence and adds the relative bias (packing.packed_attention)."""
+        x = self.embeddings(input_ids, position_ids)
+        for layer in self.encoder.layer:
+            x = layer(x, attention)
+        return x
