@@ -192,6 +192,12 @@ def _gather(blocks: list[Block], rows: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.concatenate(parts)) if parts else torch.zeros(0)
 
 
+def _fp32_scorer(blocks: list[Block], q: torch.Tensor, extra: torch.Tensor | None,
+                 similarity: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Exact scores of the prepared queries against given global rows."""
+    return lambda rows: score_chunk(q, extra, _gather(blocks, rows), similarity)
+
+
 def _non_finite(row: int) -> ValueError:
     return ValueError(
         f"corpus row {row} gives a non-finite score: it contains NaN or infinity "
@@ -264,13 +270,13 @@ def topk_blocks(
                 if cands.approximate and len(cands.row) > MAX_CANDIDATES:
                     # Too many near-ties for the bound to pay off (e.g. many copies of one
                     # vector): settle what is kept in fp32 and go on in fp32.
-                    cands.rescore(lambda rows, q=q, extra=extra: score_chunk(q, extra, _gather(blocks, rows), similarity))
+                    cands.rescore(_fp32_scorer(blocks, q, extra, similarity))
             if progress is not None:
                 progress.update(stop - start)
     best_s, best_i = [], []
     for (q, extra, _), cands in zip(prepared, trackers):
         if cands.approximate:
-            cands.rescore(lambda rows, q=q, extra=extra: score_chunk(q, extra, _gather(blocks, rows), similarity))
+            cands.rescore(_fp32_scorer(blocks, q, extra, similarity))
         s, i = cands.top()
         best_s.append(s)
         best_i.append(i)

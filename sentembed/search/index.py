@@ -185,7 +185,8 @@ class Index:
         return self._shadows[seg.file]
 
     def _blocks(self, snap: Snapshot) -> list[Block]:
-        return [Block(s.first_row, self._segment(s), self._shadow(s), functools.partial(read_rows, self.path / s.file, self.dimension))
+        return [Block(s.first_row, self._segment(s), self._shadow(s),
+                      take=functools.partial(read_rows, self.path / s.file, self.dimension))
                 for s in snap.segments]
 
     def _gather(self, snap: Snapshot, rows: np.ndarray) -> np.ndarray:
