@@ -26,7 +26,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 # The peers to beat live in an environment of their own: their pins clash with the tests'.
-$(BENCH_STAMP): pyproject.toml
+$(BENCH_STAMP): pyproject.toml Makefile
 	test -d $(BENCH_VENV) || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q torch==2.13.0
 	$(BENCH_VENV)/bin/python -m pip install -q -e '.[weights,onnx,openvino]' 'sentence-transformers[onnx,openvino,train]'
