@@ -375,10 +375,10 @@ class Index:
             self._snap()
         return list(ids)
 
-    def _write_shadow(self, seg_file: str, chunks: list[np.ndarray]) -> None:
+    def _write_shadow(self, seg_file: str, matrices: list[np.ndarray]) -> None:
         """The bf16 copy that makes exact inner-product search twice as fast (see prefilter.py)."""
         if self.similarity in ("cosine", "dot"):
-            write_shadow(self.path / _shadow_file(seg_file), (c[s : s + 65536] for c in chunks for s in range(0, len(c), 65536)))
+            write_shadow(self.path / _shadow_file(seg_file), matrices)
 
     def _write_ann(self, snap: Snapshot, vecs: np.ndarray, seg_no: int) -> dict[str, str]:
         """Write the ANN structure of the state after this add to a new file; returns its state keys."""

@@ -39,6 +39,7 @@ BF16_ROUNDOFF = 2.0 ** -8
 FP32_ROUNDOFF = 2.0 ** -24
 TRAILER = struct.Struct("<8sdd")  # magic, largest |c|, largest |bf16(c) - c|
 MAGIC = b"SEBF16\x00\x01"
+WRITE_ROWS = 8192  # rows converted at once when writing a shadow
 
 
 @dataclass(frozen=True)
@@ -65,14 +66,16 @@ def to_bf16(vectors: np.ndarray | torch.Tensor) -> tuple[np.ndarray, float, floa
     return b.view(torch.int16).numpy().view(np.uint16), norm, err
 
 
-def write_shadow(path: Path, chunks: Iterable[np.ndarray]) -> None:
-    """Write the bf16 copy of fp32 row `chunks`, then a trailer with the bound's norms; fsynced."""
+def write_shadow(path: Path, matrices: Iterable[np.ndarray]) -> None:
+    """Write the bf16 copy of fp32 `matrices` (rows in order), then a trailer with the bound's norms; fsynced."""
     max_norm = max_error = 0.0
     with open(path, "wb") as f:
-        for chunk in chunks:
-            bits, norm, err = to_bf16(chunk)
-            f.write(bits.tobytes())
-            max_norm, max_error = max(max_norm, norm), max(max_error, err)
+        for matrix in matrices:
+            # A slice at a time: the norms are taken in float64, four times the fp32 bytes.
+            for start in range(0, len(matrix), WRITE_ROWS):
+                bits, norm, err = to_bf16(matrix[start : start + WRITE_ROWS])
+                f.write(bits.tobytes())
+                max_norm, max_error = max(max_norm, norm), max(max_error, err)
         f.write(TRAILER.pack(MAGIC, max_norm, max_error))
         f.flush()
         os.fsync(f.fileno())
