@@ -89,7 +89,8 @@ def test_fp32_runtimes_match_torch(exported_real, real_encoder, backend):
     with torch.inference_mode():
         want = real_encoder.pipeline.transformer.encoder(features["input_ids"], features["attention_mask"])
         got = enc.pipeline.transformer.encoder(features["input_ids"], features["attention_mask"])
-    assert (got - want).abs().max().item() < 1e-4
+    real = features["attention_mask"].bool()     # what padding positions hold is nobody's business
+    assert (got[real] - want[real]).abs().max().item() < 1e-4
     assert np.abs(enc.encode(FEW) - real_encoder.encode(FEW)).max() < 1e-4
 
 
