@@ -34,6 +34,7 @@ from typing import Callable
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))   # measure this checkout, whatever the venv has installed
 FLOP_PER_TOKEN = 175e6
 GEMM = (2048, 768, 3072)
 

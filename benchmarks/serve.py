@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))   # measure this checkout, whatever the venv has installed
 DATA = Path(os.environ.get("SENTEMBED_DATA", ROOT.parent / "shared" / "data"))
 LAUNCH = ("import typer; from sentembed.server.cli import register; app = typer.Typer(); "
           "app.callback()(lambda: None); register(app); app()")

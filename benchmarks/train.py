@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))   # measure this checkout, whatever the venv has installed
 DATA = Path(os.environ.get("SENTEMBED_DATA", ROOT.parent / "shared" / "data"))
 
 
