@@ -80,8 +80,7 @@ def _onednn_linear_available() -> bool:
 
 
 _ONEDNN_LINEAR = _onednn_linear_available()
-
-
+# padded batches run unpadded where worth it (Unpadded.worth_it); export turns this off
 _UNPAD = True
 
 
