@@ -199,26 +199,22 @@ class SentenceEncoder:
             extra["prompt_length"] = self._prompt_length(prompt)
         output = torch.empty((len(texts), self.dimension), dtype=torch.float32)
         show = len(texts) > PROGRESS_THRESHOLD if show_progress is None else show_progress
-        if use_packing(self.device) and isinstance(self.pipeline.transformer.encoder, MPNet):
-            # GPU: no padding; block-diagonal FlexAttention with the relative bias (model/packing.py)
-            with torch.inference_mode(), tqdm(total=len(texts), disable=not show, desc="encode", unit="text") as bar:
-                vectors = packed_sentence_embeddings(modules, ids, token_budget=budget,
-                                                     prompt_length=extra.get("prompt_length", 0),
-                                                     progress=bar.update).float().cpu()
-            return torch.nn.functional.normalize(vectors, dim=1) if normalize and not self.normalizes else vectors
         with torch.inference_mode(), tqdm(total=len(texts), disable=not show, desc="encode", unit="text") as bar:
-            for start, stop in batches:
-                rows = order[start:stop]
-                features = self.tokenizer.pad([ids[i] for i in rows], self.device)
-                features.update(extra)
-                for module in modules:
-                    features = module(features)
-                vectors = features["sentence_embedding"].float()
-                if normalize and not self.normalizes:
-                    vectors = torch.nn.functional.normalize(vectors, dim=1)
-                output[rows] = vectors.cpu()
-                bar.update(len(rows))
-        return output
+            if use_packing(self.device) and isinstance(self.pipeline.transformer.encoder, MPNet):
+                # GPU: no padding; block-diagonal FlexAttention with the relative bias (model/packing.py)
+                output = packed_sentence_embeddings(modules, ids, token_budget=budget,
+                                                    prompt_length=extra.get("prompt_length", 0),
+                                                    progress=bar.update).float().cpu()
+            else:
+                for start, stop in batches:
+                    rows = order[start:stop]
+                    features = self.tokenizer.pad([ids[i] for i in rows], self.device)
+                    features.update(extra)
+                    for module in modules:
+                        features = module(features)
+                    output[rows] = features["sentence_embedding"].float().cpu()
+                    bar.update(len(rows))
+        return torch.nn.functional.normalize(output, dim=1) if normalize and not self.normalizes else output
 
     def encode_query(self, texts: str | Sequence[str], **kwargs) -> np.ndarray | torch.Tensor:
         """encode() with the model's query prompt, if it has one."""

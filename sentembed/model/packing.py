@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .mpnet import AttentionFn, MPNet, relative_position_bucket
+from .pipeline import SentencePipeline
 from .pooling import Pooling
 
 try:
@@ -158,41 +159,20 @@ def packed_token_embeddings(model: MPNet, packed: PackedBatch, compiled: bool | 
 
 
 def pool_packed(pooling: Pooling, tokens: torch.Tensor, packed: PackedBatch, prompt_length: int = 0) -> torch.Tensor:
-    """Pooling.forward over segments: (num_tokens, hidden) to (n, output_dimension)."""
+    """Pooling over segments: (num_tokens, hidden) to (n, output_dimension).
+
+    The tokens go back to a padded (n, longest, hidden) batch for the Pooling module itself,
+    so both paths share one implementation of every mode; rows are packed longest first
+    from length-sorted texts, so there is little padding to add."""
     n, hidden = packed.num_sequences, tokens.shape[1]
     seq_ids = packed.seq_ids[: tokens.shape[0]]
-    starts = packed.cu_seqlens[:-1].long()
-    lengths = packed.cu_seqlens[1:].long() - starts
-    within = torch.arange(tokens.shape[0], device=tokens.device) - starts[seq_ids]
-    skip = prompt_length if prompt_length and not pooling.include_prompt else 0
-    keep = within >= skip
-    accumulate = torch.float32 if tokens.dtype in (torch.float16, torch.bfloat16) else tokens.dtype
-
-    def segment_sum(values: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(n, values.shape[1], dtype=values.dtype, device=values.device).index_add_(0, seq_ids, values)
-
-    pooled = []
-    for mode in pooling.modes:
-        if mode == "cls":  # the first kept token; the first token where none is kept, as padded
-            first = starts + torch.where(lengths > skip, skip, 0)
-            pooled.append(tokens[first])
-        elif mode == "max":
-            values = tokens.masked_fill(~keep[:, None], float("-inf"))
-            init = torch.full((n, hidden), float("-inf"), dtype=tokens.dtype, device=tokens.device)
-            pooled.append(init.scatter_reduce(0, seq_ids[:, None].expand(-1, hidden), values, "amax"))
-        elif mode in ("mean", "mean_sqrt_len_tokens"):
-            weights = keep[:, None].to(tokens.dtype)
-            total = segment_sum((tokens * weights).to(accumulate))
-            count = torch.clamp(segment_sum(weights.to(accumulate)), min=1e-9)
-            pooled.append((total / (count if mode == "mean" else count.sqrt())).to(tokens.dtype))
-        elif mode == "weightedmean":  # weights 1, 2, 3, ... by position in the sequence
-            weights = (keep * (within + 1)).to(accumulate)[:, None]
-            total = segment_sum(tokens * weights)
-            pooled.append((total / torch.clamp(segment_sum(weights), min=1e-9)).to(tokens.dtype))
-        else:  # lasttoken: a sequence's last token, or zeros where the prompt covers it all
-            last = tokens[starts + lengths - 1]
-            pooled.append(last * (lengths > skip)[:, None].to(tokens.dtype))
-    return torch.cat(pooled, dim=-1)
+    within = torch.arange(tokens.shape[0], device=tokens.device) - packed.cu_seqlens[:-1].long()[seq_ids]
+    padded = tokens.new_zeros(n, max(packed.lengths), hidden)
+    padded[seq_ids, within] = tokens
+    mask = torch.zeros(n, max(packed.lengths), dtype=torch.long, device=tokens.device)
+    mask[seq_ids, within] = 1
+    features = {"token_embeddings": padded, "attention_mask": mask, "prompt_length": prompt_length}
+    return pooling(features)["sentence_embedding"]
 
 
 def packed_sentence_embeddings(modules: Sequence[nn.Module], ids: Sequence[Sequence[int]],
@@ -219,7 +199,7 @@ def packed_sentence_embeddings(modules: Sequence[nn.Module], ids: Sequence[Seque
     budget = token_budget or (CUDA_TOKEN_BUDGET if cuda else EAGER_TOKEN_BUDGET)
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     if not ids:
-        return torch.empty((0, _dimension(modules)), device=device)
+        return torch.empty((0, SentencePipeline(*modules).dimension), device=device)
     output: torch.Tensor | None = None
     for rows in _fill_rows(order, [len(row) for row in ids], budget):
         packed = pack([ids[i] for i in rows], padding_idx, align, device)
@@ -234,13 +214,6 @@ def packed_sentence_embeddings(modules: Sequence[nn.Module], ids: Sequence[Seque
         if progress is not None:
             progress(len(rows))
     return output
-
-
-def _dimension(modules: list[nn.Module]) -> int:
-    width = modules[0].encoder.config.hidden_size
-    for module in modules[1:]:
-        width = getattr(module, "output_dimension", width)
-    return width
 
 
 def _fill_rows(order: list[int], lengths: list[int], budget: int) -> list[list[int]]:
