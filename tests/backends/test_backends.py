@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import sentembed
 from sentembed.backends import check_choices
@@ -128,6 +129,38 @@ def test_int8_rows_have_their_own_scale():
     layer = Int8Linear(weight, torch.zeros(24))
     ref = x @ weight.t()
     assert torch.allclose(layer(x), ref, atol=0.02 * ref.abs().max().item())
+
+
+def test_int8_gelu_scale_bounds_the_activation():
+    from sentembed.backends.int8 import quantize_gelu
+
+    torch.manual_seed(0)
+    pre = torch.cat([
+        torch.randn(6, 64) * 3,            # FFN-like rows, max well above 3
+        -torch.rand(2, 64) * 4,            # all negative: GELU stays within (-0.17, 0]
+        torch.full((1, 64), -0.7518),      # GELU's minimum, exactly
+        torch.rand(1, 64) * 0.5,           # small positive row
+    ])
+    q, scale = quantize_gelu(pre)
+    exact = F.gelu(pre)
+    assert q.dtype == torch.int8 and q.abs().max() <= 127
+    assert ((q.float() * scale - exact).abs() <= scale / 2 + 1e-6).all()
+    # where max(pre) > 3 the bound is the true max |GELU| to 0.2%: no precision lost
+    big = pre.amax(dim=1) > 3
+    assert torch.allclose(scale[big, 0] * 127, exact.abs().amax(dim=1)[big], rtol=2e-3)
+
+
+def test_int8_math_attention_matches_sdpa():
+    from sentembed.backends.int8 import math_attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 4, 9, 16) for _ in range(3))
+    mask = torch.ones(3, 9)
+    mask[1, 6:] = 0
+    mask[2, 2:] = 0
+    bias = torch.randn(1, 4, 9, 9) + (1.0 - mask[:, None, None, :]) * torch.finfo(torch.float32).min
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    assert torch.allclose(math_attention(q, k, v, bias), want, atol=1e-5)
 
 
 @pytest.mark.slow
