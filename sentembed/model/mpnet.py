@@ -196,6 +196,12 @@ def relative_position_bucket(relative_position: torch.Tensor, num_buckets: int =
     return bucket + torch.where(is_small, n, large)
 
 
+def padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(batch, 1, 1, length): 0 for real keys, the most negative finite value for padding,
+    as the reference does, so a row of padding never turns into NaN."""
+    return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: MPNetConfig):
         super().__init__()
@@ -298,10 +304,7 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor, unpad: Unpadded | None = None) -> torch.Tensor:
         """x: (batch, length, hidden), or (tokens, hidden) with `unpad` saying where they sit."""
-        # Padding keys get the most negative finite value, as the reference does, so a row
-        # of padding never turns into NaN.
-        padding = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
-        bias = self.position_bias(attention_mask.shape[1]).to(x.dtype) + padding
+        bias = self.position_bias(attention_mask.shape[1]).to(x.dtype) + padding_bias(attention_mask, x.dtype)
         for layer in self.layer:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(layer, x, bias, unpad, use_reentrant=False)
