@@ -300,7 +300,10 @@ class Encoder(nn.Module):
         """(1, heads, length, length): one bias for all layers and all sequences."""
         position = torch.arange(length, device=self.relative_attention_bias.weight.device)
         buckets = relative_position_bucket(position[None, :] - position[:, None], self.num_buckets)
-        return self.relative_attention_bias(buckets).permute(2, 0, 1).unsqueeze(0)
+        # Contiguous: CUDA's fused attention kernels take a mask only if its last dimension has
+        # stride 1. The permuted view has stride `heads` there, which sent every CUDA batch to
+        # SDPA's math path (2.5x slower on SciFact documents, measured on an H100).
+        return self.relative_attention_bias(buckets).permute(2, 0, 1).contiguous().unsqueeze(0)
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor, unpad: Unpadded | None = None) -> torch.Tensor:
         """x: (batch, length, hidden), or (tokens, hidden) with `unpad` saying where they sit."""
