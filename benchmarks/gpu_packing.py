@@ -6,7 +6,7 @@ variant rotating each round; the best round counts):
 
 - se-packed:   sentembed, sequences packed into rows of --token-budget tokens without padding,
                block-diagonal FlexAttention with the relative bias (sentembed/model/packing.py)
-- se-bucketed: sentembed's padded batches of similar length (encode() with SENTEMBED_PACKING=0)
+- se-bucketed: sentembed's padded batches of similar length (encode()'s default; SENTEMBED_PACKING=0)
 - st:          sentence-transformers cast to the same dtype, its own length-sorted batches
 
 Prints sentences/s and tokens/s, the ratios packed / bucketed and each / st, and the mean cosine
@@ -16,7 +16,8 @@ so FlexAttention's compilation is not timed.
     .venv-bench/bin/python benchmarks/gpu_packing.py
     .venv-bench/bin/python benchmarks/gpu_packing.py --sentences 1000 --documents 200 --rounds 2 --dtypes float16
 
-Needs CUDA, the real all-mpnet-base-v2 (installed PyPI parts) and ../shared/data (or --data).
+Needs CUDA, the real all-mpnet-base-v2 (installed PyPI parts, or --model DIR) and ../shared/data
+(or --data). `--device cpu --dtypes bfloat16` with small sets dry-runs the script without a GPU.
 """
 from __future__ import annotations
 
@@ -40,13 +41,13 @@ def packing_off():
     return mock.patch.dict(os.environ, {"SENTEMBED_PACKING": "0"})
 
 
-def variants(model_dir: Path, dtype: str, batch: int, budget: int) -> dict[str, Encode]:
+def variants(model_dir: Path, dtype: str, batch: int, budget: int, device: str) -> dict[str, Encode]:
     import torch
 
     import sentembed
     from sentembed.model.packing import packed_sentence_embeddings
 
-    enc = sentembed.load(str(model_dir), device="cuda", dtype=dtype)
+    enc = sentembed.load(str(model_dir), device=device, dtype=dtype)
 
     def packed(texts: list[str]) -> np.ndarray:
         with torch.inference_mode():
@@ -63,29 +64,31 @@ def variants(model_dir: Path, dtype: str, batch: int, budget: int) -> dict[str, 
     except ImportError:
         print("sentence-transformers is not installed: the st variants are left out", file=sys.stderr)
         return out
-    st = SentenceTransformer(str(model_dir), device="cuda").to(getattr(torch, dtype))
+    st = SentenceTransformer(str(model_dir), device=device).to(getattr(torch, dtype))
     out[f"st-{dtype}"] = lambda texts: st.encode(texts, batch_size=batch, normalize_embeddings=True,
                                                  convert_to_numpy=True, show_progress_bar=False)
     return out
 
 
-def reference_fp32(model_dir: Path, sets: dict[str, list[str]], batch: int) -> dict[str, np.ndarray]:
+def reference_fp32(model_dir: Path, sets: dict[str, list[str]], batch: int, device: str) -> dict[str, np.ndarray]:
     """sentence-transformers fp32 vectors (sentembed's fp32 where it is absent), for fidelity only."""
     try:
         from sentence_transformers import SentenceTransformer
 
-        model = SentenceTransformer(str(model_dir), device="cuda")
+        # .float(): transformers loads a float16 checkpoint as float16 unless told otherwise
+        model = SentenceTransformer(str(model_dir), device=device).float()
         return {k: model.encode(t, batch_size=batch, normalize_embeddings=True, show_progress_bar=False) for k, t in sets.items()}
     except ImportError:
         import sentembed
 
-        enc = sentembed.load(str(model_dir), device="cuda")
+        enc = sentembed.load(str(model_dir), device=device)
         with packing_off():
             return {k: enc.encode(t, batch_size=batch, show_progress=False) for k, t in sets.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, help="model directory (default: all-mpnet-base-v2 from the PyPI parts)")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("SENTEMBED_DATA", ROOT.parent / "shared" / "data")))
     parser.add_argument("--sentences", type=int, default=3000, help="STS-B dev sentences (limit)")
     parser.add_argument("--documents", type=int, default=1000, help="SciFact documents (limit)")
@@ -93,11 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=128, help="texts a padded batch (bucketed, st)")
     parser.add_argument("--token-budget", type=int, default=16384, help="tokens a packed row")
     parser.add_argument("--dtypes", default="float16,bfloat16")
+    parser.add_argument("--device", default="cuda", help="cpu only to dry-run this script (bfloat16, small sets)")
     args = parser.parse_args(argv)
 
     import torch
 
-    if not torch.cuda.is_available():
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
         print("gpu_packing.py measures GPU encoding and needs CUDA; torch.cuda.is_available() is False here. "
               "Run it on a machine with an NVIDIA GPU and a CUDA build of torch.", file=sys.stderr)
         return 2
@@ -106,17 +111,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from sentembed.model.resolve import resolve_model
 
-    model_dir = resolve_model("all-mpnet-base-v2")
+    model_dir = args.model or resolve_model("all-mpnet-base-v2")
     sets = {"sentences": stsb_sentences(args.data, args.sentences), "documents": scifact_documents(args.data, args.documents)}
     import sentembed
 
     counter = sentembed.load(str(model_dir), device="cpu")
     tokens = {k: sum(min(n, counter.max_seq_length) for n in counter.count_tokens(t)) for k, t in sets.items()}
-    reference = reference_fp32(model_dir, sets, args.batch_size)
+    reference = reference_fp32(model_dir, sets, args.batch_size, args.device)
     runs: dict[str, Encode] = {}
     for dtype in args.dtypes.split(","):
-        runs.update(variants(model_dir, dtype, args.batch_size, args.token_budget))
-    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, batch {args.batch_size}, "
+        runs.update(variants(model_dir, dtype, args.batch_size, args.token_budget, args.device))
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name() if cuda else args.device}, batch {args.batch_size}, "
           f"packed rows of {args.token_budget} tokens; " + ", ".join(f"{k}: {len(t)} texts, {tokens[k]} tokens" for k, t in sets.items()))
 
     for name, run in runs.items():  # warm-up: compilation, allocator, cuBLAS heuristics
@@ -131,12 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(args.rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
             for set_name, texts in sets.items():
-                torch.cuda.synchronize()
+                if cuda:
+                    torch.cuda.synchronize()
                 start = time.perf_counter()
                 vectors = runs[name](texts)
                 elapsed = time.perf_counter() - start  # the copy to host inside run() waits for the GPU
                 best[name, set_name] = min(best.get((name, set_name), float("inf")), elapsed)
-                ref = reference[set_name]
+                ref, vectors = reference[set_name].astype(np.float64), vectors.astype(np.float64)
                 cosine[name, set_name] = float(((vectors * ref).sum(1) / np.linalg.norm(vectors, axis=1)
                                                 / np.linalg.norm(ref, axis=1)).mean())
         print(f"round {r + 1}/{args.rounds} done", flush=True)

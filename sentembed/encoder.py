@@ -201,7 +201,7 @@ class SentenceEncoder:
         show = len(texts) > PROGRESS_THRESHOLD if show_progress is None else show_progress
         with torch.inference_mode(), tqdm(total=len(texts), disable=not show, desc="encode", unit="text") as bar:
             if use_packing(self.device) and isinstance(self.pipeline.transformer.encoder, MPNet):
-                # GPU: no padding; block-diagonal FlexAttention with the relative bias (model/packing.py)
+                # GPU with SENTEMBED_PACKING=1: no padding; block-diagonal FlexAttention (model/packing.py)
                 output = packed_sentence_embeddings(modules, ids, token_budget=budget,
                                                     prompt_length=extra.get("prompt_length", 0),
                                                     progress=bar.update).float().cpu()

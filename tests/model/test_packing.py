@@ -131,7 +131,10 @@ def test_empty_input_and_wrong_backend(mean_model):
         packed_sentence_embeddings([mean_model.pipeline[1]], [[0, 2]])
 
 
-def test_packing_is_for_cuda_only(monkeypatch):
+def test_packing_is_opt_in_and_for_cuda_only(monkeypatch):
+    monkeypatch.delenv("SENTEMBED_PACKING", raising=False)
+    assert not use_packing("cuda")  # padded batches by default: faster on documents, no compile wait
+    monkeypatch.setenv("SENTEMBED_PACKING", "1")
     assert not use_packing("cpu")
     monkeypatch.setenv("SENTEMBED_PACKING", "0")
     assert not use_packing("cuda")
