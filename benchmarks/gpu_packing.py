@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-budget", type=int, default=16384, help="tokens a packed row")
     parser.add_argument("--dtypes", default="float16,bfloat16")
     parser.add_argument("--device", default="cuda", help="cpu only to dry-run this script (bfloat16, small sets)")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the timing, profile one documents run of each sentembed variant: top operators")
     args = parser.parse_args(argv)
 
     import torch
@@ -161,7 +163,24 @@ def main(argv: list[str] | None = None) -> int:
             packed, bucketed = best[f"se-packed-{dtype}", set_name], best[f"se-bucketed-{dtype}", set_name]
             winner = "packed" if packed < bucketed else "length-bucketed"
             print(f"{set_name} {dtype}: {winner} wins, packed {bucketed / packed:.2f}x bucketed")
+    if args.profile:
+        profile_operators({k: v for k, v in runs.items() if k.startswith("se-")}, sets["documents"], cuda)
     return 0
+
+
+def profile_operators(runs: dict[str, Encode], texts: list[str], cuda: bool, rows: int = 15) -> None:
+    """The operators that take the time, per variant: packed rows cost far more than their GEMMs
+    on an H100 (README), and this is the table that should say why."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    for name, run in runs.items():
+        with profile(activities=activities) as prof:
+            run(texts)
+        key = "cuda_time_total" if cuda else "cpu_time_total"
+        print(f"\n{name}, {len(texts)} documents:")
+        print(prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=70))
 
 
 if __name__ == "__main__":
