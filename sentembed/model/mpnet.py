@@ -302,7 +302,7 @@ class Encoder(nn.Module):
         buckets = relative_position_bucket(position[None, :] - position[:, None], self.num_buckets)
         # Contiguous: CUDA's fused attention kernels take a mask only if its last dimension has
         # stride 1. The permuted view has stride `heads` there, which sent every CUDA batch to
-        # SDPA's math path (2.5x slower on SciFact documents, measured on an H100).
+        # SDPA's math path (about 2x slower on SciFact documents, measured on an H100).
         return self.relative_attention_bias(buckets).permute(2, 0, 1).contiguous().unsqueeze(0)
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor, unpad: Unpadded | None = None) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """The attention bias reaches SDPA with stride 1 in its last dimension.
 
 CUDA's fused attention kernels (memory-efficient, cuDNN) refuse a mask laid out otherwise,
-and SDPA then silently runs its math path: on an H100 that made SciFact documents 2.5x
+and SDPA then silently runs its math path: on an H100 that made SciFact documents about 2x
 slower. CI has no GPU, so the layout itself is what is checked."""
 from __future__ import annotations
 
