@@ -57,6 +57,11 @@ def scifact_documents(data: Path, limit: int) -> list[str]:
     return docs
 
 
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of each row of a with the same row of b, in the arrays' own precision."""
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
 # -- the ceilings --------------------------------------------------------------------------
 
 def gemm_peaks(repeat: int = 5) -> dict[str, float]:
@@ -287,7 +292,7 @@ def summarize(variants: list[Variant], sets: dict, tokens: dict, peaks: dict) ->
             rate = tokens[set_name] / best
             ref_rate = tokens[set_name] / min(reference.times[set_name])
             a, b = v.embeddings[set_name], reference.embeddings[set_name]
-            cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+            cos = row_cosines(a, b)
             gflops = rate * FLOP_PER_TOKEN / 1e9
             rows.append({
                 "variant": v.name, "set": set_name, "precision": v.precision,

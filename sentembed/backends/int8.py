@@ -190,8 +190,9 @@ class Int8MPNet(nn.Module):
         # (heads, positions, positions), sliced per batch: the bucket arithmetic (a log per
         # pair of positions) cost 2% of a 300-token forward when redone every batch.
         with torch.no_grad():
+            # contiguous already (mpnet's position_bias), which the fused softmax needs
             table = model.encoder.position_bias(config.max_position_embeddings)[0]
-            self.register_buffer("position_bias", table.to(dtype).contiguous(), persistent=False)
+            self.register_buffer("position_bias", table.to(dtype), persistent=False)
             self.layers = nn.ModuleList(
                 Int8Layer(layer, f"encoder.layer.{i}", keep, dtype, config.num_attention_heads, config.layer_norm_eps)
                 for i, layer in enumerate(model.encoder.layer)

@@ -152,13 +152,14 @@ def test_int8_gelu_scale_bounds_the_activation():
 
 def test_int8_math_attention_matches_sdpa():
     from sentembed.backends.int8 import math_attention
+    from sentembed.model.mpnet import padding_bias
 
     torch.manual_seed(0)
     q, k, v = (torch.randn(3, 4, 9, 16) for _ in range(3))
     mask = torch.ones(3, 9)
     mask[1, 6:] = 0
     mask[2, 2:] = 0
-    bias = torch.randn(1, 4, 9, 9) + (1.0 - mask[:, None, None, :]) * torch.finfo(torch.float32).min
+    bias = torch.randn(1, 4, 9, 9) + padding_bias(mask, torch.float32)
     want = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     assert torch.allclose(math_attention(q, k, v, bias), want, atol=1e-5)
 
