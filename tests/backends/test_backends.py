@@ -131,6 +131,38 @@ def test_int8_rows_have_their_own_scale():
     assert torch.allclose(layer(x), ref, atol=0.02 * ref.abs().max().item())
 
 
+def test_int8_outlier_channels_are_kept_apart():
+    from sentembed.backends.int8 import Int8Linear
+
+    # One channel 100x the others sets every row's int8 scale and rounds the rest away,
+    # unless it is taken out of the int8 rows and multiplied in fp32.
+    torch.manual_seed(0)
+    x = torch.randn(16, 64)
+    x[:, 5] *= 100
+    weight = torch.randn(32, 64)
+    bias = torch.randn(32)
+    ref = x @ weight.t() + bias
+
+    def error(layer: Int8Linear) -> float:
+        return ((layer(x) - ref).norm() / (ref - x[:, 5:6] * weight[:, 5]).norm()).item()
+
+    plain, apart = Int8Linear(weight, bias), Int8Linear(weight, bias, outliers=torch.tensor([5]))
+    assert error(apart) < 0.02 and error(plain) > 0.15
+    assert torch.allclose(apart(x.bfloat16()).float(), ref, atol=0.03 * ref.abs().max().item())
+
+
+def test_residual_outliers_finds_a_planted_channel(tiny_model):
+    from sentembed.backends.int8 import residual_outliers
+
+    mpnet = sentembed.load(str(tiny_model)).pipeline.transformer.encoder
+    with torch.no_grad():
+        mpnet.embeddings.LayerNorm.weight[7] = 50.0
+    found = residual_outliers(mpnet, 2)
+    assert len(found) == len(mpnet.encoder.layer) and found[0].shape == (2,)
+    assert 7 in found[0].tolist()
+    assert residual_outliers(mpnet, 0) == [None] * len(mpnet.encoder.layer)
+
+
 def test_int8_gelu_scale_bounds_the_activation():
     from sentembed.backends.int8 import quantize_gelu
 
