@@ -133,7 +133,7 @@ def gemm_ceiling(threads: int, dtype=None) -> float:
     import torch
 
     from sentembed.search.prefilter import bf16_scores
-    from sentembed.search.similarity import matmul_t
+    from sentembed.vectors import matmul_t
 
     torch.set_num_threads(threads)
     x, w = torch.randn(2048, 768, dtype=dtype), torch.randn(3072, 768, dtype=dtype)

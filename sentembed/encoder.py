@@ -10,15 +10,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .model import MPNet, ModelSettings, SentencePipeline, check_similarity_name
+from .model import MPNet, ModelSettings, SentencePipeline
 from .model.packing import packed_sentence_embeddings, use_packing
 from .precision import PRECISIONS, quantize
+from .vectors import pairwise_scores, resolve_similarity
 
 if TYPE_CHECKING:
     from .backends.pool import EncodePool
@@ -33,6 +34,8 @@ CPU_TOKEN_BUDGET = 512
 # A huge text is cut to a prefix that still holds more than max_seq_length tokens,
 # so truncation gives the same tokens without tokenizing megabytes.
 _CHARS_PER_TOKEN_GUESS = 16
+# The prompt names each role looks for, in order, as in sentence-transformers.
+ROLE_PROMPTS = {"query": ("query",), "document": ("document", "passage", "corpus")}
 
 
 def _as_texts(texts: object) -> tuple[list[str], bool]:
@@ -55,6 +58,9 @@ class SentenceEncoder:
                  device: torch.device | str | None = None, dtype: str | None = None):
         self.pipeline = pipeline.eval()
         self.settings = settings
+        if settings.similarity_fn_name is not None:
+            source = f"{name or 'model'}: config_sentence_transformers.json similarity_fn_name"
+            settings.similarity_fn_name = resolve_similarity(settings.similarity_fn_name, source)
         self.name = name
         self.device = torch.device(device or "cpu")
         self.dtype = dtype or "float32"
@@ -91,7 +97,7 @@ class SentenceEncoder:
 
     @similarity_fn_name.setter
     def similarity_fn_name(self, name: str) -> None:
-        self.settings.similarity_fn_name = check_similarity_name(name)
+        self.settings.similarity_fn_name = resolve_similarity(name, "similarity_fn_name")
 
     @property
     def tokenizer(self):
@@ -106,9 +112,11 @@ class SentenceEncoder:
         """Padded, truncated features on the model's device, for the differentiable path."""
         return self.pipeline.tokenize(self._clip(texts), self.device)
 
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        """Tokens per text, special tokens included, before truncation."""
-        return self.tokenizer.count(_as_texts(texts)[0])
+    def count_tokens(self, texts: list[str], prompt_name: str | None = None, prompt: str | None = None) -> list[int]:
+        """Tokens per text as encode() with these prompt options reads it (the prompt
+        included), special tokens included, before truncation."""
+        prompt_text = self._resolve_prompt(prompt_name, prompt) or ""
+        return self.tokenizer.count([prompt_text + t for t in _as_texts(texts)[0]])
 
     def _clip(self, texts: list[str]) -> list[str]:
         limit = self.max_seq_length * _CHARS_PER_TOKEN_GUESS
@@ -175,6 +183,8 @@ class SentenceEncoder:
             items = [prompt_text + t for t in items]
         output = self._embed(items, batch_size, prompt_text, normalize, show_progress)
         if truncate_dim is not None:
+            # As sentence-transformers: cut after the whole pipeline (a Normalize module
+            # included), and back to unit length only when normalize=True is asked for.
             output = output[:, :truncate_dim]
             if normalize:
                 output = torch.nn.functional.normalize(output, dim=1)
@@ -218,15 +228,21 @@ class SentenceEncoder:
 
     def encode_query(self, texts: str | Sequence[str], **kwargs) -> np.ndarray | torch.Tensor:
         """encode() with the model's query prompt, if it has one."""
-        return self.encode(texts, **{"prompt_name": self._prompt_for("query"), **kwargs})
+        return self.encode(texts, **{"prompt_name": self.prompt_name_for("query"), **kwargs})
 
     def encode_document(self, texts: str | Sequence[str], **kwargs) -> np.ndarray | torch.Tensor:
-        """encode() with the model's document prompt, if it has one."""
-        name = next((n for n in ("document", "passage", "corpus") if n in self.prompts), None)
-        return self.encode(texts, **{"prompt_name": name, **kwargs})
+        """encode() with the model's document prompt ("document", "passage" or "corpus"), if it has one."""
+        return self.encode(texts, **{"prompt_name": self.prompt_name_for("document"), **kwargs})
 
-    def _prompt_for(self, name: str) -> str | None:
-        return name if name in self.prompts else None
+    def prompt_name_for(self, role: str) -> str | None:
+        """The name of this model's prompt for "query" or "document" texts, or None.
+
+        >>> model.prompt_name_for("query")
+        'query'
+        """
+        if role not in ROLE_PROMPTS:
+            raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLE_PROMPTS)}")
+        return next((name for name in ROLE_PROMPTS[role] if name in self.prompts), None)
 
     def pool(self, workers: int = 2, threads_per_worker: int | None = None, **options) -> "EncodePool":
         """Worker processes, each with a copy of this model, for machines with many cores.
@@ -242,9 +258,8 @@ class SentenceEncoder:
     def similarity(self, a, b) -> np.ndarray:
         """Pairwise scores (n, m) by the model's similarity; higher is always more similar
         (euclidean and manhattan are negated distances, as in the reference)."""
-        from .similarity import pairwise
-
-        return pairwise(a, b, self.similarity_fn_name)
+        scores = pairwise_scores(a, b, self.similarity_fn_name)
+        return scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else scores
 
     # -- saving ------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -256,6 +271,20 @@ class SentenceEncoder:
             self.pipeline.save(Path(path), self.settings)
         finally:
             self.pipeline.to(DTYPES[original])
+
+
+def encode_as(encoder: Any, texts: Sequence[str], role: str | None, **options) -> np.ndarray:
+    """Embed `texts` in a role: "query" and "document" go through `encode_query` and
+    `encode_document` (the model's prompts), None through `encode`. Stand-ins that only have
+    `encode` (stored vectors, test encoders) are called through it. Float32 NumPy out.
+
+    >>> encode_as(model, ["what is MPNet?"], "query").shape
+    (1, 768)
+    """
+    if role is not None and role not in ROLE_PROMPTS:
+        raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLE_PROMPTS)} or None")
+    fn = getattr(encoder, f"encode_{role}", None) if role else None
+    return np.asarray((fn or encoder.encode)(list(texts), **options), dtype=np.float32)
 
 
 def _token_batches(lengths: list[int], token_budget: int, max_texts: int) -> list[tuple[int, int]]:

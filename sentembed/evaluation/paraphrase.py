@@ -5,8 +5,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..vectors import topk
 from .base import encode, similarity_name
-from .ranking import topk
 
 
 class ParaphraseMiningEvaluator:
@@ -38,7 +38,7 @@ class ParaphraseMiningEvaluator:
         self.primary_metric = "average_precision"
 
     def __call__(self, enc: Any) -> dict[str, float]:
-        emb = encode(enc, self.texts, "", self.batch_size, self.show_progress)
+        emb = encode(enc, self.texts, None, self.batch_size, self.show_progress)
         return self.evaluate_embeddings(emb, similarity_name(enc))
 
     def mine(self, emb: np.ndarray, similarity: str) -> list[tuple[float, int, int]]:

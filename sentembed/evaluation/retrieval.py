@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from ..vectors import topk
 from .base import encode, similarity_name
 from .metrics import retrieval_metrics
-from .ranking import topk
 from .readers import read_beir
 
 

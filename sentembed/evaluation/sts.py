@@ -7,7 +7,8 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
-from .base import PAIRED, encode, paired_scores, similarity_name
+from ..vectors import SIMILARITIES, paired_scores, resolve_similarity
+from .base import encode, similarity_name
 from .readers import read_sts
 
 
@@ -29,8 +30,8 @@ class STSEvaluator:
             raise ValueError(f"lengths differ: {len(sentences1)} sentences1, {len(sentences2)} sentences2, {len(scores)} scores")
         if len(scores) < 2:
             raise ValueError("need at least 2 scored pairs for a correlation")
-        if main_similarity is not None and main_similarity not in PAIRED:
-            raise ValueError(f"main_similarity must be one of {PAIRED}")
+        if main_similarity is not None:
+            main_similarity = resolve_similarity(main_similarity, "main_similarity")
         self.sentences1, self.sentences2 = list(sentences1), list(sentences2)
         self.scores = np.asarray(scores, dtype=np.float64)
         self.main_similarity = main_similarity
@@ -46,10 +47,10 @@ class STSEvaluator:
         if self.main_similarity is None:
             self.primary_metric = f"spearman_{similarity_name(enc)}"
         # Both sides encoded separately, as the reference evaluator does.
-        e1 = encode(enc, self.sentences1, "", self.batch_size, self.show_progress)
-        e2 = encode(enc, self.sentences2, "", self.batch_size, self.show_progress)
+        e1 = encode(enc, self.sentences1, None, self.batch_size, self.show_progress).astype(np.float64)
+        e2 = encode(enc, self.sentences2, None, self.batch_size, self.show_progress).astype(np.float64)
         out: dict[str, float] = {}
-        for name in PAIRED:
+        for name in SIMILARITIES:
             pred = paired_scores(e1, e2, name)
             out[f"pearson_{name}"] = float(pearsonr(self.scores, pred)[0])
             out[f"spearman_{name}"] = float(spearmanr(self.scores, pred)[0])

@@ -6,7 +6,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .base import PAIRED, encode, paired_scores, similarity_name
+from ..vectors import SIMILARITIES, paired_scores
+from .base import encode, similarity_name
 from .readers import read_triplets
 
 
@@ -40,8 +41,9 @@ class TripletEvaluator:
     def __call__(self, enc: Any) -> dict[str, float]:
         if self.main_similarity is None:
             self.primary_metric = f"{similarity_name(enc)}_accuracy"
-        a = encode(enc, self.anchors, "query", self.batch_size, self.show_progress)
-        p = encode(enc, self.positives, "document", self.batch_size, self.show_progress)
-        n = encode(enc, self.negatives, "document", self.batch_size, self.show_progress)
+        # Scored in float64, so that near-ties are decided the same way on every machine.
+        a = encode(enc, self.anchors, "query", self.batch_size, self.show_progress).astype(np.float64)
+        p = encode(enc, self.positives, "document", self.batch_size, self.show_progress).astype(np.float64)
+        n = encode(enc, self.negatives, "document", self.batch_size, self.show_progress).astype(np.float64)
         return {f"{name}_accuracy": float(np.mean(paired_scores(a, p, name) > paired_scores(a, n, name)))
-                for name in PAIRED}
+                for name in SIMILARITIES}

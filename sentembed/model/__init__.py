@@ -3,12 +3,11 @@ writing Sentence Transformers directories; resolving a model name to a directory
 
 This layer imports nothing else of sentembed."""
 from .mpnet import MPNet, MPNetConfig
-from .pipeline import (SIMILARITY_FUNCTIONS, ModelSettings, SentencePipeline, UnknownModuleError,
-                       check_similarity_name)
+from .pipeline import ModelSettings, SentencePipeline, UnknownModuleError
 from .resolve import ModelNotFoundError, resolve_model
 from .weights import WeightsError
 
 __all__ = [
-    "MPNet", "MPNetConfig", "SIMILARITY_FUNCTIONS", "ModelSettings", "SentencePipeline", "UnknownModuleError",
-    "check_similarity_name", "ModelNotFoundError", "resolve_model", "WeightsError",
+    "MPNet", "MPNetConfig", "ModelSettings", "SentencePipeline", "UnknownModuleError",
+    "ModelNotFoundError", "resolve_model", "WeightsError",
 ]

@@ -27,7 +27,6 @@ MODULE_TYPES: dict[str, type[nn.Module]] = {
     "Transformer": Transformer, "Pooling": Pooling, "Normalize": Normalize, "Dense": Dense,
 }
 SAVED_TYPE_NAMES = {cls: f"sentence_transformers.models.{name}" for name, cls in MODULE_TYPES.items()}
-SIMILARITY_FUNCTIONS = ("cosine", "dot", "euclidean", "manhattan")
 
 
 class UnknownModuleError(ValueError):
@@ -45,9 +44,8 @@ class ModelSettings:
     def load(cls, path: Path) -> "ModelSettings":
         file = Path(path) / "config_sentence_transformers.json"
         raw = read_json(file) if file.is_file() else {}
+        # The similarity name is checked by the encoder (sentembed.vectors knows the names).
         settings = cls(dict(raw.get("prompts") or {}), raw.get("default_prompt_name"), raw.get("similarity_fn_name"))
-        if settings.similarity_fn_name is not None:
-            check_similarity_name(settings.similarity_fn_name, file)
         if settings.default_prompt_name and settings.default_prompt_name not in settings.prompts:
             raise ValueError(f"{file}: default_prompt_name {settings.default_prompt_name!r} is not among the prompts {list(settings.prompts)}")
         return settings
@@ -59,12 +57,6 @@ class ModelSettings:
             "default_prompt_name": self.default_prompt_name,
             "similarity_fn_name": self.similarity_fn_name or "cosine",
         })
-
-
-def check_similarity_name(name: str, source: object = "similarity_fn_name") -> str:
-    if name not in SIMILARITY_FUNCTIONS:
-        raise ValueError(f"{source}: unknown similarity {name!r}; valid: {', '.join(SIMILARITY_FUNCTIONS)}")
-    return name
 
 
 class SentencePipeline(nn.Sequential):

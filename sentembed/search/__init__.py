@@ -6,10 +6,9 @@ from .cluster import KMeansResult, community_detection, kmeans
 from .exact import TopK, semantic_search
 from .index import Hit, Index
 from .mining import paraphrase_mining
-from .similarity import SIMILARITIES, pairwise, resolve_similarity
 from .tagging import Tag, tag
 
 __all__ = [
-    "Hit", "Index", "KMeansResult", "SIMILARITIES", "Tag", "TopK", "community_detection", "kmeans",
-    "pairwise", "paraphrase_mining", "resolve_similarity", "semantic_search", "tag",
+    "Hit", "Index", "KMeansResult", "Tag", "TopK", "community_detection", "kmeans",
+    "paraphrase_mining", "semantic_search", "tag",
 ]

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .mining import embed_if_texts
-from .similarity import as_matrix, prepare_queries, resolve_similarity, score_chunk
+from ..vectors import as_matrix, prepare_queries, resolve_similarity, score_chunk
 
 SCORE_BUFFER_FLOATS = 1 << 24
 

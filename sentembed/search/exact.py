@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .prefilter import Bound, Shadow, bf16_scores
-from .similarity import as_matrix, prepare_queries, resolve_similarity, score_chunk
+from ..vectors import as_matrix, prepare_queries, resolve_similarity, score_chunk, topk
 
 SCORE_BUFFER_FLOATS = 1 << 24  # 64 MB of scores at most per step
 MAX_CORPUS_CHUNK = 65536
@@ -334,22 +334,9 @@ def _length(x: Any) -> int:
 
 
 def brute_force_topk(queries: np.ndarray, corpus: np.ndarray, top_k: int, similarity: str = "cosine") -> TopK:
-    """The plain NumPy reference (whole score matrix in memory); for tests and small data."""
-    q = np.asarray(queries, dtype=np.float64)
-    c = np.asarray(corpus, dtype=np.float64)
-    if similarity == "cosine":
-        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-        c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
-        s = q @ c.T
-    elif similarity == "dot":
-        s = q @ c.T
-    elif similarity == "euclidean":
-        s = -np.sqrt(((q[:, None, :] - c[None, :, :]) ** 2).sum(-1))
-    else:
-        s = -np.abs(q[:, None, :] - c[None, :, :]).sum(-1)
-    k = min(top_k, s.shape[1])
-    idx = np.argsort(-s, axis=1, kind="stable")[:, :k]
-    return TopK(np.take_along_axis(s, idx, 1).astype(np.float32), idx.astype(np.int64))
+    """The plain reference (`sentembed.vectors.topk` in float64, no bound on memory); for tests and small data."""
+    scores, indices = topk(np.asarray(queries, np.float64), np.asarray(corpus, np.float64), top_k, similarity)
+    return TopK(scores.astype(np.float32), indices)
 
 
 __all__: Sequence[str] = ["TopK", "semantic_search", "topk_blocks", "brute_force_topk"]

@@ -26,11 +26,12 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from ..encoder import encode_as
+from ..vectors import as_matrix, pairwise_scores, resolve_similarity
 from . import ann
 from .exact import Block, topk_blocks
 from .documents import check_documents
 from .prefilter import Shadow, read_shadow, write_shadow
-from .similarity import as_matrix, pairwise, resolve_similarity
 from .store import Catalog, Segment, Snapshot, fsync_dir, open_segment, read_rows, write_atomic
 
 FORMAT = "sentembed-index"
@@ -46,12 +47,6 @@ class Hit:
     score: float
     text: str | None
     metadata: Any = None
-
-
-def _encode(enc: Any, texts: list[str], kind: str) -> np.ndarray:
-    # Models with prompts embed queries and documents differently; stand-ins only have encode.
-    fn = getattr(enc, f"encode_{kind}", None) or enc.encode
-    return np.asarray(fn(texts), dtype=np.float32)
 
 
 class Index:
@@ -85,7 +80,7 @@ class Index:
         similarity = resolve_similarity(enc)
         ann.check_kind(kind, similarity)
         p = ann.AnnParams.from_dict(params)
-        probe = _encode(enc, [PROBE], "document")[0]
+        probe = encode_as(enc, [PROBE], "document")[0]
         manifest = {
             "format": FORMAT, "version": VERSION,
             "model": str(getattr(enc, "name", "unknown")),
@@ -133,7 +128,7 @@ class Index:
             problems.append(f"similarity {resolve_similarity(enc)} != {m['similarity']}")
         if not problems:
             # Names can differ for one model (a name or a path); its embeddings cannot.
-            probe = _encode(enc, [PROBE], "document")[0].astype(np.float64)
+            probe = encode_as(enc, [PROBE], "document")[0].astype(np.float64)
             ref = np.asarray(m["fingerprint"], dtype=np.float64)
             cos = float(probe @ ref / max(np.linalg.norm(probe) * np.linalg.norm(ref), 1e-12))
             scale = float(np.linalg.norm(probe) / max(np.linalg.norm(ref), 1e-12))
@@ -232,7 +227,7 @@ class Index:
 
     def _query_vectors(self, queries: Sequence[Any] | np.ndarray) -> np.ndarray:
         if len(queries) and all(isinstance(q, str) for q in queries):
-            vecs = _encode(self.encoder, list(queries), "query")
+            vecs = encode_as(self.encoder, queries, "query")
         elif any(isinstance(q, str) for q in queries):
             raise TypeError("queries must be all texts or all vectors")
         else:
@@ -299,7 +294,7 @@ class Index:
             valid = rows[i] >= 0
             if valid.any():
                 vecs = self._gather(snap, rows[i][valid])
-                scores[i, valid] = pairwise(q[i : i + 1], vecs, sim)[0]
+                scores[i, valid] = pairwise_scores(q[i : i + 1], vecs, sim)[0]
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         rows = np.take_along_axis(rows, order, 1)
         scores = np.take_along_axis(scores, order, 1)
@@ -342,7 +337,7 @@ class Index:
         if n == 0:
             return []
         if vectors is None:
-            vectors = _encode(self.encoder, texts, "document")
+            vectors = encode_as(self.encoder, texts, "document")
         vecs = as_matrix(vectors, "vectors", dim=self.dimension).numpy()
         if len(vecs) != n:
             raise ValueError(f"{len(vecs)} vectors for {n} texts")

@@ -11,17 +11,17 @@ from typing import Any, Sequence
 import numpy as np
 
 
+from ..encoder import encode_as
+from ..vectors import as_matrix, resolve_similarity
 from .exact import topk_blocks
-from .similarity import as_matrix, resolve_similarity
 
 
-def embed_if_texts(items: Any, encoder: Any, what: str, kind: str = "document") -> np.ndarray:
-    """`items` as a matrix: encoded with `encoder` when they are texts."""
+def embed_if_texts(items: Any, encoder: Any, what: str, role: str = "document") -> np.ndarray:
+    """`items` as a matrix: encoded with `encoder` in `role` ("query", "document") when they are texts."""
     if isinstance(items, (list, tuple)) and items and all(isinstance(t, str) for t in items):
         if encoder is None:
             raise ValueError(f"{what} are texts: pass encoder=... (e.g. sentembed.load('all-mpnet-base-v2'))")
-        fn = getattr(encoder, f"encode_{kind}", None) or encoder.encode
-        return np.asarray(fn(list(items)), dtype=np.float32)
+        return encode_as(encoder, items, role)
     if isinstance(items, (list, tuple)) and any(isinstance(t, str) for t in items):
         bad = next(i for i, t in enumerate(items) if not isinstance(t, str))
         raise TypeError(f"{what}[{bad}] is {type(items[bad]).__name__}; expected all texts or a matrix of vectors")

@@ -9,7 +9,7 @@ import numpy as np
 
 from .exact import topk_blocks
 from .mining import embed_if_texts
-from .similarity import as_matrix, resolve_similarity
+from ..vectors import as_matrix, resolve_similarity
 
 
 @dataclass(frozen=True)

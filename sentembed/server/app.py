@@ -1,12 +1,14 @@
 """The routes: `create_app(encoder, index=None, config=None)` returns the FastAPI app.
 
 Every embedding route goes the same way: validate (schemas), count tokens on a tokenizer
-thread, refuse what breaks a limit at once, queue the inputs (batcher), shape the vectors
-(dimensions, base64) and answer with the timings the guard puts in the headers."""
+thread, refuse what breaks a limit at once, queue the inputs (batcher; the encoder applies
+prompts and dimensions), format the vectors (base64) and answer with the timings the guard
+puts in the headers."""
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -66,27 +68,38 @@ class Service:
         self.tokenizer_pool.shutdown(wait=False, cancel_futures=True)
 
     def _encode(self, texts: list[str], key: Hashable) -> np.ndarray:
-        prompt_name, normalize = key  # type: ignore[misc]
+        prompt_name, normalize, dimensions = key  # type: ignore[misc]
         return np.asarray(self.enc.encode(
             texts, batch_size=self.config.encode_batch_size, normalize=normalize,
-            prompt_name=prompt_name, convert_to="numpy", show_progress=False,
+            prompt_name=prompt_name, convert_to="numpy", show_progress=False, truncate_dim=dimensions,
         ), dtype=np.float32)
 
     async def embed(self, request: Request, texts: list[str], *, normalize: bool | None = None,
-                    truncate: bool | None = None, prompt_name: str | None = None) -> tuple[np.ndarray, int]:
-        """Vectors for texts through the queue, and the number of tokens they cost."""
+                    truncate: bool | None = None, prompt_name: str | None = None,
+                    dimensions: int | None = None) -> tuple[np.ndarray, int]:
+        """Vectors for texts through the queue, and the number of tokens they cost.
+
+        `dimensions` keeps the first N (Matryoshka, through the encoder's `truncate_dim`)."""
         limit = self.config.max_client_batch_size
         if len(texts) > limit:
             self.metrics.rejected.labels("too_many_inputs").inc()
             raise APIError(413, f"{len(texts)} inputs in one request; at most {limit} are accepted", "payload_too_large")
-        prompts = getattr(self.enc, "prompts", {}) or {}
-        if prompt_name is not None and prompt_name not in prompts:
-            raise APIError(422, f"unknown prompt_name {prompt_name!r}; the model has {sorted(prompts)}")
-        prompt = prompts.get(prompt_name, "") if prompt_name else ""
+        full = int(self.enc.dimension)
+        if dimensions is not None and dimensions > full:
+            raise APIError(422, f"dimensions {dimensions} is more than the model's {full}")
+        dimensions = None if dimensions == full else dimensions
+        if dimensions is not None and normalize is None and self.enc.normalizes:
+            # A model that normalizes answers unit vectors at every size, as OpenAI's shortened
+            # embeddings are; a cut alone would not be (sentence-transformers leaves it so).
+            normalize = True
         timings = request.state.timings
         loop = asyncio.get_running_loop()
         started = loop.time()
-        counts = await loop.run_in_executor(self.tokenizer_pool, self.enc.count_tokens, [prompt + t for t in texts])
+        try:  # the tokens of each text with the prompt the encoder will add
+            counts = await loop.run_in_executor(
+                self.tokenizer_pool, functools.partial(self.enc.count_tokens, texts, prompt_name=prompt_name))
+        except ValueError as err:  # an unknown prompt_name
+            raise APIError(422, str(err)) from None
         timings["tokenization"] = loop.time() - started
         max_len = int(self.enc.max_seq_length)
         if not (self.config.auto_truncate if truncate is None else truncate):
@@ -97,27 +110,15 @@ class Service:
                                         "shorten it or send truncate=true")
         tokens = [min(int(n), max_len) for n in counts]
         try:
-            job = await self.batcher.submit(texts, tokens, key=(prompt_name, normalize))
+            job = await self.batcher.submit(texts, tokens, key=(prompt_name, normalize, dimensions))
         except QueueFull as err:
             self.metrics.rejected.labels("queue_full").inc()
             raise APIError(429, str(err), "queue_full") from None
         timings["queue"], timings["inference"] = job.queue_time, job.inference_time
         self.metrics.queue_time.observe(job.queue_time)
         if not texts:
-            return np.zeros((0, int(self.enc.dimension)), np.float32), 0
+            return np.zeros((0, dimensions or full), np.float32), 0
         return np.stack(job.results), sum(tokens)  # type: ignore[arg-type]
-
-    def shape(self, vectors: np.ndarray, dimensions: int | None, normalize: bool | None) -> np.ndarray:
-        """Keep the first `dimensions` (Matryoshka); a normalized output stays unit length."""
-        if dimensions is None or dimensions == vectors.shape[1]:
-            return vectors
-        if dimensions > vectors.shape[1]:
-            raise APIError(422, f"dimensions {dimensions} is more than the model's {vectors.shape[1]}")
-        cut = vectors[:, :dimensions]
-        normalized = self.enc.normalizes if normalize is None else normalize
-        if normalized:
-            cut = cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
-        return np.ascontiguousarray(cut, dtype=np.float32)
 
     def info(self) -> dict[str, Any]:
         c = self.config
@@ -185,8 +186,7 @@ def create_app(encoder: Any, index: Any | None = None, config: ServerConfig | No
         """OpenAI-compatible. Normalization follows the model: a dot-product model's vectors
         are returned as they are, not normalized."""
         texts = s.as_list(body.input)
-        vectors, tokens = await svc.embed(request, texts)
-        vectors = svc.shape(vectors, body.dimensions, None)
+        vectors, tokens = await svc.embed(request, texts, dimensions=body.dimensions)
         if body.encoding_format == "base64":
             items: list[Any] = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
         else:
@@ -199,8 +199,8 @@ def create_app(encoder: Any, index: Any | None = None, config: ServerConfig | No
     async def embed(body: s.EmbedRequest, request: Request) -> Response:
         """Embed inputs with the encoder's options; `normalize` null follows the model."""
         vectors, tokens = await svc.embed(request, s.as_list(body.inputs), normalize=body.normalize,
-                                          truncate=body.truncate, prompt_name=body.prompt_name)
-        vectors = svc.shape(vectors, body.dimensions, body.normalize)
+                                          truncate=body.truncate, prompt_name=body.prompt_name,
+                                          dimensions=body.dimensions)
         return _json({"embeddings": vectors.tolist(), "model": svc.name, "dimension": int(vectors.shape[1]),
                       "tokens": tokens})
 

@@ -39,8 +39,7 @@ def add_index_routes(app: FastAPI, svc: "Service", errors: dict[int | str, dict[
     @app.post("/search", response_model=s.SearchResponse, responses=errors)
     async def search(body: s.SearchRequest, request: Request) -> Response:
         """Top-k of each query; the model's 'query' prompt is used when it has one."""
-        prompts = getattr(svc.enc, "prompts", {}) or {}
-        prompt_name = body.prompt_name if body.prompt_name is not None else ("query" if "query" in prompts else None)
+        prompt_name = body.prompt_name if body.prompt_name is not None else svc.enc.prompt_name_for("query")
         queries = s.as_list(body.query)
         vectors, _ = await svc.embed(request, queries, truncate=body.truncate, prompt_name=prompt_name)
 
@@ -65,8 +64,7 @@ def add_index_routes(app: FastAPI, svc: "Service", errors: dict[int | str, dict[
             if given is not None and len(given) != n:
                 raise APIError(422, f"{name} has {len(given)} items but texts has {n}; give one per text")
 
-        prompts = getattr(svc.enc, "prompts", {}) or {}
-        prompt_name = next((p for p in ("document", "passage", "corpus") if p in prompts), None)
+        prompt_name = svc.enc.prompt_name_for("document")
         vectors, _ = await svc.embed(request, body.texts, truncate=True, prompt_name=prompt_name)
 
         def run() -> tuple[list[str], int]:

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..vectors import paired_scores, pairwise_scores, resolve_similarity
+
 
 def _world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -39,14 +41,6 @@ def gather_with_grad(x: Tensor) -> Tensor:
 def _up(x: Tensor) -> Tensor:
     """Losses run in at least fp32: bf16 logits lose the small differences they are made of."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
-def similarity_matrix(a: Tensor, b: Tensor, fn: str) -> Tensor:
-    if fn == "cosine":
-        return F.normalize(a, p=2, dim=-1) @ F.normalize(b, p=2, dim=-1).T
-    if fn == "dot":
-        return a @ b.T
-    raise ValueError(f"unknown similarity {fn!r}: use 'cosine' or 'dot'")
 
 
 class EmbeddingLoss(nn.Module):
@@ -79,8 +73,7 @@ class MultipleNegativesRankingLoss(EmbeddingLoss):
 
     def __init__(self, scale: float = 20.0, similarity: str = "cosine", symmetric: bool = False) -> None:
         super().__init__()
-        similarity_matrix(torch.zeros(1, 1), torch.zeros(1, 1), similarity)  # validate early
-        self.scale, self.similarity, self.symmetric = float(scale), similarity, symmetric
+        self.scale, self.similarity, self.symmetric = float(scale), resolve_similarity(similarity), symmetric
 
     def params(self) -> dict[str, Any]:
         return {"scale": self.scale, "similarity": self.similarity, "symmetric": self.symmetric}
@@ -92,12 +85,12 @@ class MultipleNegativesRankingLoss(EmbeddingLoss):
         all_anchors = gather_with_grad(anchors)
         all_cands = [gather_with_grad(c) for c in candidates]
         # this rank's anchors against every positive and hard negative of the global batch
-        scores = self.scale * similarity_matrix(anchors, torch.cat(all_cands, 0), self.similarity)
+        scores = self.scale * pairwise_scores(anchors, torch.cat(all_cands, 0), self.similarity)
         target = torch.arange(rank * n, rank * n + n, device=anchors.device)
         loss = F.cross_entropy(_up(scores), target)
         if self.symmetric:
             # this rank's positives against every anchor of the global batch
-            back = self.scale * similarity_matrix(candidates[0], all_anchors, self.similarity)
+            back = self.scale * pairwise_scores(candidates[0], all_anchors, self.similarity)
             loss = (loss + F.cross_entropy(_up(back), target)) / 2
         return loss
 
@@ -162,19 +155,17 @@ class TripletLoss(EmbeddingLoss):
 
     def __init__(self, distance: str = "euclidean", margin: float = 5.0) -> None:
         super().__init__()
-        if distance not in ("euclidean", "cosine", "manhattan"):
-            raise ValueError(f"unknown distance {distance!r}: use euclidean, cosine or manhattan")
-        self.distance, self.margin = distance, float(margin)
+        self.distance, self.margin = resolve_similarity(distance, "TripletLoss distance"), float(margin)
+        if self.distance == "dot":
+            raise ValueError("TripletLoss: dot is not a distance; use euclidean, cosine or manhattan")
 
     def params(self) -> dict[str, Any]:
         return {"distance": self.distance, "margin": self.margin}
 
     def dist(self, a: Tensor, b: Tensor) -> Tensor:
-        if self.distance == "euclidean":
-            return F.pairwise_distance(a, b, p=2)
-        if self.distance == "manhattan":
-            return F.pairwise_distance(a, b, p=1)
-        return 1 - F.cosine_similarity(a, b)
+        # Scores are negated distances for euclidean and manhattan; cosine distance is 1 - cos.
+        score = paired_scores(a, b, self.distance)
+        return 1 - score if self.distance == "cosine" else -score
 
     def forward(self, embeddings: Sequence[Tensor], labels: Tensor | None = None) -> Tensor:
         a, p, n = (_up(e) for e in embeddings)

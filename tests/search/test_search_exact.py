@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from sentembed.search import semantic_search
 from sentembed.search import exact as exact_mod
 from sentembed.search.exact import brute_force_topk
-from sentembed.search.similarity import pairwise, resolve_similarity
+from sentembed.vectors import pairwise_scores, resolve_similarity
 
 from search_standin import HashEncoder
 
@@ -131,8 +131,8 @@ def test_pairwise_matches_reference_formulas():
     a, b = _data(n=7, nq=5)
     an = a / np.linalg.norm(a, axis=1, keepdims=True)
     bn = b / np.linalg.norm(b, axis=1, keepdims=True)
-    np.testing.assert_allclose(pairwise(a, b, "cosine"), an @ bn.T, atol=1e-5)
-    np.testing.assert_allclose(pairwise(a, b, "euclidean"), -np.linalg.norm(a[:, None] - b[None], axis=2), atol=1e-4)
+    np.testing.assert_allclose(pairwise_scores(a, b, "cosine"), an @ bn.T, atol=1e-5)
+    np.testing.assert_allclose(pairwise_scores(a, b, "euclidean"), -np.linalg.norm(a[:, None] - b[None], axis=2), atol=1e-4)
 
 
 @settings(max_examples=40, deadline=None)

@@ -30,8 +30,17 @@ class FakeEncoder:
         self.gate = gate
         self.calls: list[int] = []
 
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        return [len(t.split()) + 2 for t in texts]
+    def _prompt(self, prompt_name: str | None) -> str:
+        if prompt_name is not None and prompt_name not in self.prompts:
+            raise ValueError(f"unknown prompt_name {prompt_name!r}; this model has {sorted(self.prompts)}")
+        return self.prompts[prompt_name] if prompt_name else ""
+
+    def prompt_name_for(self, role: str) -> str | None:
+        return role if role in self.prompts else None
+
+    def count_tokens(self, texts: list[str], prompt_name: str | None = None) -> list[int]:
+        prompt = self._prompt(prompt_name)
+        return [len((prompt + t).split()) + 2 for t in texts]
 
     def _vector(self, text: str) -> np.ndarray:
         seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
@@ -39,15 +48,16 @@ class FakeEncoder:
         return v / np.linalg.norm(v) if self.normalizes else v
 
     def encode(self, texts, batch_size=32, normalize=None, prompt_name=None, convert_to="numpy",
-               show_progress=None, **_):
+               show_progress=None, truncate_dim=None, **_):
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
         self.calls.append(len(items))
         if self.gate is not None:
             self.gate.wait(10)
-        prompt = self.prompts[prompt_name] if prompt_name else ""
+        prompt = self._prompt(prompt_name)
         out = np.stack([self._vector(prompt + t) for t in items]) if items else np.zeros((0, self.dimension), np.float32)
-        if normalize and not self.normalizes:
+        out = out[:, :truncate_dim]
+        if normalize and (truncate_dim or not self.normalizes):
             out = out / np.linalg.norm(out, axis=1, keepdims=True)
         return out[0] if single else out
 
