@@ -8,12 +8,12 @@ last_hidden_state (float32), like the reference's published files.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 import torch
 
+from ..io import atomic_write, move_into_place
 from ..model.mpnet import MPNet, stock_linear
 from .files import INPUT_NAMES, OUTPUT_NAME
 
@@ -50,11 +50,11 @@ def export_onnx(model: MPNet, out: Path) -> Path:
             torch.onnx.export(model, (ids, mask), str(staged), input_names=list(INPUT_NAMES),
                               output_names=[OUTPUT_NAME], dynamic_axes=axes, opset_version=OPSET,
                               do_constant_folding=True, dynamo=False)
-            # One file (the model is 438 MB, under protobuf's 2 GB limit), checked, then moved in.
+            # One file (the model is 438 MB, under protobuf's 2 GB limit), checked, then written in.
             proto = onnx.load(str(staged))
             onnx.checker.check_model(proto)
-            onnx.save(proto, str(staged))
-            os.replace(staged, out)
+            with atomic_write(out) as f:
+                onnx.save(proto, f)
     finally:
         model.to(dtype).train(was_training)
     return out
@@ -73,5 +73,5 @@ def quantize_onnx_int8(src: Path, out: Path) -> Path:
         staged = Path(tmp) / out.name
         quantize_dynamic(str(src), str(staged), op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
                          reduce_range=False, weight_type=QuantType.QInt8)
-        os.replace(staged, out)
+        move_into_place(staged, out)
     return out

@@ -5,10 +5,10 @@
 """
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
+from ..io import move_into_place
 from ..model.mpnet import MPNet
 from .onnx_export import export_onnx
 from .openvino_runtime import import_openvino, read_model
@@ -23,8 +23,8 @@ def save_ir(model, out: Path) -> Path:
         staged = Path(tmp) / out.name
         # fp32 weights: the default fp16 compression would cost exactness in f32 mode.
         ov.save_model(model, str(staged), compress_to_fp16=False)
-        os.replace(staged.with_suffix(".bin"), out.with_suffix(".bin"))
-        os.replace(staged, out)
+        move_into_place(staged.with_suffix(".bin"), out.with_suffix(".bin"))  # the weights first, then
+        move_into_place(staged, out)                                          # the graph that names them
     return out
 
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+
+from ..io import atomic_write, read_jsonl
 
 SUFFIXES = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 MANIFEST = "embed-corpus.json"
@@ -38,6 +39,7 @@ class Block:
     stop: int
     byte_start: int = 0
     byte_stop: int = 0
+    first_line: int = 1  # the line number at byte_start, for error messages
 
     @property
     def name(self) -> str:
@@ -114,17 +116,17 @@ def plan_blocks(files: Sequence[Path], rows_per_shard: int) -> list[Block]:
 
 def _plan_jsonl(path: Path, file_no: int, rows_per_shard: int) -> list[Block]:
     # One pass over the bytes: where every rows_per_shard-th non-blank line begins.
-    blocks, row, offset, start_row, start_byte = [], 0, 0, 0, 0
+    blocks, row, offset, start_row, start_byte, start_line = [], 0, 0, 0, 0, 1
     with open(path, "rb") as f:
-        for line in f:
+        for number, line in enumerate(f, start=1):
             if line.strip():
                 if row - start_row == rows_per_shard:
-                    blocks.append(Block(str(path), "jsonl", file_no, start_row, row, start_byte, offset))
-                    start_row, start_byte = row, offset
+                    blocks.append(Block(str(path), "jsonl", file_no, start_row, row, start_byte, offset, start_line))
+                    start_row, start_byte, start_line = row, offset, number
                 row += 1
             offset += len(line)
     if row > start_row:
-        blocks.append(Block(str(path), "jsonl", file_no, start_row, row, start_byte, offset))
+        blocks.append(Block(str(path), "jsonl", file_no, start_row, row, start_byte, offset, start_line))
     return blocks
 
 
@@ -133,16 +135,9 @@ def read_block(block: Block, fields: Fields) -> tuple[list[str], list[str]]:
     stem = Path(block.path).stem
     if block.format == "parquet":
         rows = _parquet_rows(block, fields)
-    else:
-        with open(block.path, "rb") as f:
-            f.seek(block.byte_start)
-            data = f.read(block.byte_stop - block.byte_start)
-        rows = []
-        for i, line in enumerate(ln for ln in data.splitlines() if ln.strip()):
-            try:  # a stray invalid byte should not lose the whole row
-                rows.append(json.loads(line.decode("utf-8", errors="replace")))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{block.path} row {block.start + i}: not JSON ({err})") from None
+    else:  # errors="replace": a stray invalid byte should not lose the whole row
+        rows = [row for _, row in read_jsonl(block.path, errors="replace", first_line=block.first_line,
+                                             byte_range=(block.byte_start, block.byte_stop))]
     if len(rows) != block.rows:
         raise ValueError(f"{block.path}: expected {block.rows} rows from {block.start}, read {len(rows)}; "
                          "did the file change since the plan?")
@@ -181,13 +176,11 @@ def write_shard(outdir: Path, name: str, ids: list[str], vectors: np.ndarray, te
     if texts is not None:
         columns["text"] = pa.array(texts, pa.string())
     final = outdir / name
-    tmp = outdir / f".{name}.{uuid.uuid4().hex}.tmp"
-    pq.write_table(pa.table(columns), tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    if before_rename is not None:
-        before_rename(name, tmp)
-    os.replace(tmp, final)  # atomic: readers see no shard or the whole shard
+    with atomic_write(final) as f:  # readers see no shard or the whole shard
+        pq.write_table(pa.table(columns), f)
+        if before_rename is not None:
+            f.flush()
+            before_rename(name, Path(f.name))
     return final
 
 
@@ -215,9 +208,8 @@ def check_manifest(outdir: Path, settings: dict[str, Any], overwrite: bool = Fal
     if overwrite:
         for f in outdir.glob("part-*.parquet"):
             f.unlink()
-    tmp = outdir / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(settings, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(settings, indent=2, sort_keys=True))
 
 
 def finish(outdir: Path, blocks: Iterable[Block]) -> dict[str, int]:

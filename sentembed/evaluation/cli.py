@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from ..io import atomic_write
 
 DEFAULT_MODEL = "all-mpnet-base-v2"
 
@@ -20,9 +21,8 @@ def _report(name: str, model: str, result: dict, primary: str, seconds: float, o
         typer.echo(f"  {k.ljust(width)}  {v:.5f}{'  <- primary' if k == primary else ''}")
     if output:
         data = {"task": name, "model": model, "primary_metric": primary, "seconds": round(seconds, 1), "metrics": result}
-        tmp = Path(f"{output}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, output)  # atomic: a reader never sees half a report
+        with atomic_write(output, "w") as f:  # a reader never sees half a report
+            f.write(json.dumps(data, indent=2))
         typer.echo(f"wrote {output}", err=True)
 
 

@@ -4,12 +4,10 @@ Every parse error names the file and the 1-based line number.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from ..io import DataFormatError, read_jsonl  # re-exported: the readers of benchmark formats
+from ..io import DataFormatError, read_jsonl, read_lines  # DataFormatError, read_jsonl: re-exported
 
 
 def read_sts(path: str | Path) -> tuple[list[str], list[str], list[float]]:
@@ -23,22 +21,20 @@ def read_sts(path: str | Path) -> tuple[list[str], list[str], list[float]]:
     a: list[str] = []
     b: list[str] = []
     scores: list[float] = []
-    with open(path, encoding="utf-8") as f:
-        for no, line in enumerate(f, 1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                continue
-            parts = line.split("\t")
-            if len(parts) < 7:
-                raise DataFormatError(f"{path}:{no}: expected at least 7 tab-separated fields "
-                                      f"(genre, file, year, id, score, sentence1, sentence2), got {len(parts)}")
-            try:
-                score = float(parts[4])
-            except ValueError:
-                raise DataFormatError(f"{path}:{no}: score field {parts[4]!r} is not a number") from None
-            scores.append(score)
-            a.append(parts[5])
-            b.append(parts[6])
+    for no, line in read_lines(path):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 7:
+            raise DataFormatError(f"{path}:{no}: expected at least 7 tab-separated fields "
+                                  f"(genre, file, year, id, score, sentence1, sentence2), got {len(parts)}")
+        try:
+            score = float(parts[4])
+        except ValueError:
+            raise DataFormatError(f"{path}:{no}: score field {parts[4]!r} is not a number") from None
+        scores.append(score)
+        a.append(parts[5])
+        b.append(parts[6])
     if not scores:
         raise DataFormatError(f"{path}: no sentence pairs found")
     return a, b, scores
@@ -64,20 +60,19 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     """BEIR qrels TSV with header `query-id corpus-id score`."""
     path = Path(path)
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8") as f:
-        for no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split("\t")
-            if no == 1 and parts[0].strip().lower() in ("query-id", "query_id", "qid"):
-                continue
-            if len(parts) < 3:
-                raise DataFormatError(f"{path}:{no}: expected query-id, corpus-id, score separated by tabs")
-            try:
-                grade = int(float(parts[2]))
-            except ValueError:
-                raise DataFormatError(f"{path}:{no}: relevance {parts[2]!r} is not a number") from None
-            qrels.setdefault(parts[0].strip(), {})[parts[1].strip()] = grade
+    for no, line in read_lines(path):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if no == 1 and parts[0].strip().lower() in ("query-id", "query_id", "qid"):
+            continue
+        if len(parts) < 3:
+            raise DataFormatError(f"{path}:{no}: expected query-id, corpus-id, score separated by tabs")
+        try:
+            grade = int(float(parts[2]))
+        except ValueError:
+            raise DataFormatError(f"{path}:{no}: relevance {parts[2]!r} is not a number") from None
+        qrels.setdefault(parts[0].strip(), {})[parts[1].strip()] = grade
     return qrels
 
 
@@ -125,26 +120,19 @@ def read_triplets(path: str | Path) -> list[tuple[str, str, str]]:
     """
     path = Path(path)
     out: list[tuple[str, str, str]] = []
-    with open(path, encoding="utf-8") as f:
-        for no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    for no, obj in read_jsonl(path, errors="strict", objects=False):
+        if isinstance(obj, dict):
             try:
-                obj: Any = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataFormatError(f"{path}:{no}: malformed JSON line ({e.msg} at column {e.colno})") from None
-            if isinstance(obj, dict):
-                try:
-                    t = (obj["anchor"], obj["positive"], obj["negative"])
-                except KeyError as e:
-                    raise DataFormatError(f"{path}:{no}: missing key {e.args[0]!r} (need anchor, positive, negative)") from None
-            elif isinstance(obj, list) and len(obj) == 3:
-                t = tuple(obj)
-            else:
-                raise DataFormatError(f"{path}:{no}: expected an object with anchor/positive/negative or a 3-item list")
-            if not all(isinstance(x, str) for x in t):
-                raise DataFormatError(f"{path}:{no}: anchor, positive and negative must be strings")
-            out.append(t)  # type: ignore[arg-type]
+                t = (obj["anchor"], obj["positive"], obj["negative"])
+            except KeyError as e:
+                raise DataFormatError(f"{path}:{no}: missing key {e.args[0]!r} (need anchor, positive, negative)") from None
+        elif isinstance(obj, list) and len(obj) == 3:
+            t = tuple(obj)
+        else:
+            raise DataFormatError(f"{path}:{no}: expected an object with anchor/positive/negative or a 3-item list")
+        if not all(isinstance(x, str) for x in t):
+            raise DataFormatError(f"{path}:{no}: anchor, positive and negative must be strings")
+        out.append(t)  # type: ignore[arg-type]
     if not out:
         raise DataFormatError(f"{path}: no triplets found")
     return out

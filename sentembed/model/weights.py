@@ -3,13 +3,13 @@
 Every failure names the file, so a truncated download is never a silently wrong model."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from ..io import atomic_write
 
 
 class WeightsError(ValueError):
@@ -49,11 +49,5 @@ def write_weights(state: dict[str, torch.Tensor], file: Path) -> None:
     """Write a safetensors file atomically: a reader sees the old file or the new, never half."""
     file = Path(file)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": "pt"})
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(file) as out:
+        save_file(tensors, out.name, metadata={"format": "pt"})  # safetensors writes by file name

@@ -47,9 +47,10 @@ def _jsonl(path: Path):
 
 
 def write_json(path: Path, obj: Any) -> None:
-    from .store import write_atomic
+    from ..io import atomic_write
 
-    write_atomic(Path(path), json.dumps(obj, indent=2, ensure_ascii=False).encode())
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(obj, indent=2, ensure_ascii=False))
     typer.echo(f"wrote {path}", err=True)
 
 

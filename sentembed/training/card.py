@@ -14,6 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..io import atomic_write
+
 
 def _version(pkg: str) -> str:
     try:
@@ -122,5 +124,6 @@ def write_card(path: Path, enc: Any, cfg: Any, datasets: Sequence[Any], loss: An
                eval_results: dict[str, float], total_steps: int) -> Path:
     """Write README.md into the model directory `path` and return its path."""
     card = Path(path) / "README.md"
-    card.write_text(render_card(enc, cfg, datasets, loss, log, eval_results, total_steps), encoding="utf-8")
+    with atomic_write(card, "w") as f:
+        f.write(render_card(enc, cfg, datasets, loss, log, eval_results, total_steps))
     return card

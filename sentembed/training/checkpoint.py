@@ -8,14 +8,14 @@ in a hidden folder and renamed into place, so a crash never leaves half of one.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..io import atomic_dir, atomic_write, move_into_place
 
 STATE_FILE = "trainer_state.pt"
 _STEP = re.compile(r"^step-(\d+)$")
@@ -41,20 +41,17 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 def save_checkpoint(output_dir: Path, step: int, enc: Any, state: dict[str, Any]) -> Path:
     """Write checkpoint `step` atomically and return its path."""
-    root = checkpoint_dir(output_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:06d}"
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step:06d}."))
-    try:
+    final = checkpoint_dir(output_dir) / f"step-{step:06d}"
+    with atomic_dir(final) as staging:
         enc.save(staging / "model")
         torch.save(state, staging / STATE_FILE)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return final
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Replace the trainer state of the finished checkpoint `path`, whole or not at all."""
+    with atomic_write(Path(path) / STATE_FILE) as f:
+        torch.save(state, f)
 
 
 def load_state(path: Path) -> dict[str, Any]:
@@ -85,13 +82,5 @@ def install_dir(staging: Path, target: Path) -> None:
     target's other entries (checkpoints/, the log) alone."""
     target.mkdir(parents=True, exist_ok=True)
     for entry in staging.iterdir():
-        dest = target / entry.name
-        if dest.is_dir() and not dest.is_symlink():
-            old = target / f".{entry.name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            dest.rename(old)
-            os.replace(entry, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(entry, dest)
+        move_into_place(entry, target / entry.name)
     shutil.rmtree(staging, ignore_errors=True)

@@ -14,9 +14,7 @@ multi-GB pair file does not become ~10x its size in Python objects.
 """
 from __future__ import annotations
 
-import csv
-import gzip
-import io
+import itertools
 import json
 import math
 from array import array
@@ -27,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import io
 from .rowstore import RowStore
 
 # Column names tried, in order, when a row is a dict and no columns were named.
@@ -37,14 +36,6 @@ LABEL_KEYS = ("label", "score", "similarity")
 
 class DataError(ValueError):
     """Training data that cannot be used; the message names the file and what to fix."""
-
-
-def _open_text(path: Path) -> io.TextIOBase:
-    # errors="replace": real corpora (Quora) carry a few invalid UTF-8 bytes; one bad byte
-    # should not stop a run of millions of rows.
-    if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
-    return open(path, encoding="utf-8", errors="replace", newline="")
 
 
 def _fmt(path: Path) -> str:
@@ -66,47 +57,30 @@ def read_records(path: str | Path, limit: int | None = None) -> Iterator[Any]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    fmt, n = _fmt(path), 0
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
+    # errors="replace": real corpora (Quora) carry a few invalid UTF-8 bytes; one bad byte
+    # should not stop a run of millions of rows.
+    if _fmt(path) == "tsv":
+        records = _tsv_records(path)
+    else:
+        records = (rec for _, rec in io.read_records(path, errors="replace", objects=False))
+    try:
+        yield from itertools.islice(records, limit)   # stops before reading a line past the limit
+    except io.JsonLineError as e:
+        raise DataError(f"{e.path}:{e.line}: not valid JSON ({e.reason})") from None
 
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-            for rec in batch.to_pylist():
-                if limit is not None and n >= limit:
-                    return
-                n += 1
-                yield rec
+
+def _tsv_records(path: Path) -> Iterator[Any]:
+    """TSV with a header row of known column names gives dicts; one without (Quora) gives lists."""
+    rows = io.read_csv(path, delimiter="\t", errors="replace")
+    first = next(rows, None)
+    if first is None:
         return
-    with _open_text(path) as f:
-        if fmt == "jsonl":
-            for i, line in enumerate(f, 1):
-                if limit is not None and n >= limit:
-                    return
-                if not line.strip():
-                    continue
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-                n += 1
-        else:
-            # CSV with a header row; TSV files with no header are read as lists.
-            reader = csv.reader(f, delimiter="," if fmt == "csv" else "\t")
-            header = next(reader, None)
-            if header is None:
-                return
-            has_header = fmt == "csv" or any(h.strip().lower() in TEXT_KEYS + LABEL_KEYS for h in header)
-            rows: Iterable[list[str]] = reader if has_header else _chain([header], reader)
-            for rec in rows:
-                if limit is not None and n >= limit:
-                    return
-                n += 1
-                yield dict(zip(header, rec)) if has_header else rec
-
-
-def _chain(first: list, rest: Iterable) -> Iterator:
-    yield from first
-    yield from rest
+    header = first[1]
+    has_header = any(h.strip().lower() in TEXT_KEYS + LABEL_KEYS for h in header)
+    if not has_header:
+        yield header
+    for _, rec in rows:
+        yield dict(zip(header, rec)) if has_header else rec
 
 
 def _to_row(rec: Any, columns: Sequence[str] | None, label_column: str | None,
@@ -314,5 +288,6 @@ def write_data_config(path: str | Path, files: dict[str, str | Path], total_weig
         lines[name] = sum(1 for _ in read_records(f))
     weights = weights_from_lines(lines, total_weight)
     entries = [{"name": str(files[k]), "lines": lines[k], "weight": weights[k]} for k in files]
-    path.write_text(json.dumps(entries, indent=1) + "\n", encoding="utf-8")
+    with io.atomic_write(path, "w") as f:
+        f.write(json.dumps(entries, indent=1) + "\n")
     return entries

@@ -295,7 +295,7 @@ class Trainer:
             if self.best is None or results["primary"] > self.best[0]:
                 self.best = (results["primary"], str(path))
                 # re-save the state so a resumed run knows the best too
-                torch.save(self.state_dict(), Path(path) / ckpt.STATE_FILE)
+                ckpt.save_state(path, self.state_dict())
 
     def _nan_stop(self, value: float, names: list[str], what: str = "loss") -> None:
         kept = self.last_checkpoint or "none (no checkpoint was written before this step)"
