@@ -2,7 +2,10 @@
 
 Exact search (the default) scans the memory-mapped vectors with the chunked top-k of
 `exact.py`; kind="hnsw" or "ivfpq" adds a FAISS structure for large collections. Texts, ids
-and JSON metadata live in SQLite. See `store.py` for why a killed writer cannot damage it.
+and JSON metadata live in SQLite, with an FTS5 table (BM25) over the same passages for lexical
+and hybrid search (lexical.py, fusion.py). Documents longer than the model's window are cut
+into passages (chunking.py); a document ranks by its best passage, which each hit carries.
+See `store.py` for why a killed writer cannot damage it.
 
 >>> idx = Index.create("my-index", enc)                       # doctest: +SKIP
 >>> idx.add(["A cat sat.", "Stocks fell."], metadata=[{"topic": "pets"}, {"topic": "money"}])  # doctest: +SKIP
@@ -10,6 +13,9 @@ and JSON metadata live in SQLite. See `store.py` for why a killed writer cannot 
 '0'
 >>> Index.open("my-index", enc).info()["count"]                  # doctest: +SKIP
 2
+>>> hit = idx.search("falling stock prices", mode="hybrid")[0]   # doctest: +SKIP
+>>> hit.passage == hit.text[hit.span[0]:hit.span[1]]             # doctest: +SKIP
+True
 """
 from __future__ import annotations
 
@@ -28,25 +34,39 @@ import torch
 
 from ..encoder import encode_as
 from ..vectors import as_matrix, pairwise_scores, resolve_similarity
-from . import ann
+from . import ann, fusion
+from .chunking import Chunker
 from .exact import Block, topk_blocks
 from .documents import check_documents
+from .lexical import match_expression
 from .prefilter import Shadow, read_shadow, write_shadow
 from .store import Catalog, Segment, Snapshot, fsync_dir, open_segment, read_rows, write_atomic
 
 FORMAT = "sentembed-index"
-VERSION = 1
+VERSION = 2  # 2: passages and the lexical table; version 1 indexes open as they were
+# The mode of a search that names none, where the index has a lexical table (else "dense").
+# Dense until the SciFact measurement of benchmarks/retrieval.py decides otherwise.
+DEFAULT_MODE = "dense"
+# Each list of a hybrid search holds at least this many documents before fusion, so that a
+# document just below the top k of one list can still rise on the other's evidence.
+FUSION_DEPTH = 100
 PROBE = "sentembed index fingerprint: the quick brown fox jumps over the lazy dog."
 
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: document id, score under the index's similarity, text, metadata."""
+    """One search result: document id, score, text, metadata, and the passage that matched.
+
+    The score is the index's similarity for mode "dense", BM25 for "lexical" and the fused
+    score for "hybrid". `text[span[0]:span[1]] == passage`; unchunked, the passage is the text.
+    """
 
     id: str
     score: float
     text: str | None
     metadata: Any = None
+    passage: str | None = None
+    span: tuple[int, int] | None = None
 
 
 class Index:
@@ -66,13 +86,18 @@ class Index:
         self._maps: dict[str, np.ndarray] = {}
         self._shadows: dict[str, Shadow | None] = {}
         self._ann: tuple[str, Any] | None = None
+        self._chunker: Chunker | None = None
 
     # ----------------------------------------------------------------- create / open
     @classmethod
-    def create(cls, path: str | os.PathLike, enc: Any, kind: str = "exact", **params: Any) -> "Index":
+    def create(cls, path: str | os.PathLike, enc: Any, kind: str = "exact", chunk_tokens: int | str | None = "auto",
+               chunk_overlap: int | None = None, **params: Any) -> "Index":
         """Make a new index at `path` (absent or an empty directory) for encoder `enc`.
 
         `kind`: "exact" (default), "hnsw" or "ivfpq"; `params` tune them (see `ann.AnnParams`).
+        `chunk_tokens`: "auto" cuts documents longer than the model's window into windows that
+        fit it (for a model without max_seq_length: no chunking); an int sets the window; None
+        keeps whole texts (truncated by the model). `chunk_overlap` defaults to a sixth.
         """
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -80,6 +105,7 @@ class Index:
         similarity = resolve_similarity(enc)
         ann.check_kind(kind, similarity)
         p = ann.AnnParams.from_dict(params)
+        chunking = _chunking(enc, chunk_tokens, chunk_overlap)
         probe = encode_as(enc, [PROBE], "document")[0]
         manifest = {
             "format": FORMAT, "version": VERSION,
@@ -87,6 +113,7 @@ class Index:
             "dimension": int(enc.dimension), "normalizes": bool(getattr(enc, "normalizes", False)),
             "similarity": similarity, "kind": kind, "params": p.to_dict(),
             "fingerprint": [round(float(v), 6) for v in probe],
+            "chunking": chunking and {"tokens": chunking.tokens, "overlap": chunking.overlap},
         }
         if len(probe) != manifest["dimension"]:
             raise ValueError(f"encoder returns {len(probe)} dimensions but says dimension={enc.dimension}")
@@ -94,7 +121,9 @@ class Index:
         Catalog(path / "catalog.sqlite", create=True).close()
         # The manifest goes last: a directory without it is not an index yet.
         write_atomic(path / "manifest.json", json.dumps(manifest, indent=1).encode())
-        return cls(path, manifest, enc)
+        index = cls(path, manifest, enc)
+        index._chunker = chunking
+        return index
 
     @classmethod
     def open(cls, path: str | os.PathLike, enc: Any = None) -> "Index":
@@ -149,6 +178,42 @@ class Index:
             self._check_encoder(enc)
             self._enc = enc
         return self._enc
+
+    @property
+    def chunker(self) -> Chunker | None:
+        """How documents are cut into passages (None: whole texts)."""
+        conf = self.manifest.get("chunking")
+        if conf and self._chunker is None:
+            self._chunker = Chunker.for_encoder(self.encoder, conf["tokens"], conf["overlap"])
+        return self._chunker
+
+    def chunk(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """The passages `add` would store for each text, as (start, end) spans: to embed them
+        elsewhere (a server's queue) and hand the vectors to `add`, one per passage, in order."""
+        texts = list(texts)
+        if self.chunker is None:
+            return [[(0, len(t))] for t in texts]
+        return self.chunker.split(texts)
+
+    @property
+    def lexical(self) -> bool:
+        """Whether the index has its lexical table (indexes made before it get one from `upgrade`)."""
+        return self._catalog.lexical
+
+    def upgrade(self, show_progress: bool | None = None) -> bool:
+        """Give an index made before passages and lexical search both, in one atomic commit.
+
+        Returns False when there was nothing to do. Readers may go on meanwhile.
+        """
+        from .upgrade import upgrade_catalog
+
+        with self._writer():
+            done = upgrade_catalog(self._catalog, show_progress)
+            self._snapshot = None
+            if self.manifest.get("version", 1) < VERSION:
+                self.manifest = {**self.manifest, "version": VERSION, "chunking": None}
+                write_atomic(self.path / "manifest.json", json.dumps(self.manifest, indent=1).encode())
+            return done
 
     def close(self) -> None:
         with self._lock:
@@ -241,48 +306,111 @@ class Index:
             v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
         return np.ascontiguousarray(v, dtype=np.float32)
 
-    def search(self, query: str | Sequence[float] | np.ndarray, top_k: int = 10,
-               where: dict[str, Any] | None = None) -> list[Hit]:
-        """The `top_k` best documents for one text or vector, best first.
+    def search(self, query: str | Sequence[float] | np.ndarray, top_k: int = 10, where: dict[str, Any] | None = None,
+               mode: str | None = None, alpha: float | None = None) -> list[Hit]:
+        """The `top_k` best documents for one text or vector, best first; a document ranks by
+        its best passage, and its hit carries that passage.
 
-        `where` filters on metadata: {"lang": "en", "year": {"$gte": 2020}} (operators $eq $ne
-        $gt $gte $lt $lte $in $nin $exists). Filtered searches are always exact.
+        `mode`: "dense" (the vectors), "lexical" (BM25 over the passages) or "hybrid" (both
+        lists fused by reciprocal rank, or, with `alpha` in [0, 1], by their min-max normalised
+        scores weighted alpha : 1 - alpha). None: DEFAULT_MODE for a text where the index has
+        a lexical table, else "dense". A query without any word falls back to dense.
+        `where` filters on metadata before ranking, on both lists: {"lang": "en", "year":
+        {"$gte": 2020}} (operators $eq $ne $gt $gte $lt $lte $in $nin $exists). Filtered dense
+        searches are always exact.
         """
         if isinstance(query, str):
-            return self.search_many([query], top_k, where)[0]
+            return self.search_many([query], top_k, where, mode, alpha)[0]
         arr = np.asarray(query, dtype=np.float32)
         if arr.ndim != 1:
             raise ValueError(f"search takes one text or one vector; use search_many for {arr.ndim}-D input")
-        return self.search_many(arr[None, :], top_k, where)[0]
+        return self.search_many(arr[None, :], top_k, where, mode, alpha)[0]
 
-    def search_many(self, queries: Sequence[str] | np.ndarray, top_k: int = 10,
-                    where: dict[str, Any] | None = None) -> list[list[Hit]]:
-        """`search` for several queries (texts or a matrix) at once."""
+    def search_many(self, queries: Sequence[str] | np.ndarray, top_k: int = 10, where: dict[str, Any] | None = None,
+                    mode: str | None = None, alpha: float | None = None,
+                    query_vectors: np.ndarray | None = None) -> list[list[Hit]]:
+        """`search` for several queries (texts or a matrix) at once. `query_vectors` may hold
+        the texts' embeddings made elsewhere (a server's queue), one row per text."""
         if int(top_k) != top_k or top_k <= 0:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-        q = self._query_vectors(queries)
+        texts = list(queries) if len(queries) and all(isinstance(q, str) for q in queries) else None
+        mode = mode or (DEFAULT_MODE if texts is not None and self.lexical else "dense")
+        fusion.check_mode(mode, alpha)
+        if mode != "dense" and texts is None:
+            raise ValueError(f"mode={mode!r} needs query texts; a vector can only be searched with mode='dense'")
+        if mode != "dense" and not self.lexical:
+            self._catalog.search_lexical("", 1, None)  # raises: how to build the table
+        expressions = [match_expression(t) for t in texts] if mode != "dense" else [None] * len(queries)
+        dense_for = [i for i, e in enumerate(expressions) if mode != "lexical" or e is None]
+        q = self._dense_queries(queries, dense_for, query_vectors)
+        k = int(top_k)
+        depth = max(k, FUSION_DEPTH) if mode == "hybrid" else k
         with self._lock:
             snap = self._snap()
             if snap.n_alive == 0:
-                return [[] for _ in range(len(q))]
-            sim = "dot" if self.similarity == "cosine" else self.similarity
-            exclude = snap.deleted if snap.deleted.any() else None
-            index = self._ann_index(snap)
-            if where is not None:
-                exclude = np.ones(snap.n_rows, dtype=bool)
-                exclude[self._catalog.rows_where(where)] = False
-                index = None
-            if index is not None and int(snap.state.get("ann_rows", 0)) == snap.n_rows:
-                scores, rows = self._search_ann(index, snap, q, int(top_k), sim)
-            else:
-                res = topk_blocks(torch.from_numpy(q), self._blocks(snap), int(top_k), sim, snap.n_rows, exclude)
-                scores, rows = res.scores, res.indices
-            docs = self._catalog.fetch(np.unique(rows[rows >= 0]))
+                return [[] for _ in range(len(queries))]
+            dense = dict(zip(dense_for, self._dense(snap, q, depth, where) if dense_for else []))
+            lexical = {i: self._catalog.search_lexical(e, depth, where) for i, e in enumerate(expressions) if e}
+            rows = {r for ranked in (*dense.values(), *lexical.values()) for r, _ in ranked}
+            docs = self._catalog.fetch(rows)
         out = []
-        for srow, rrow in zip(scores, rows):
-            out.append([Hit(docs[r][0], float(s), docs[r][1], docs[r][2])
-                        for s, r in zip(srow, rrow) if r >= 0 and np.isfinite(s) and r in docs])
+        for i, e in enumerate(expressions):
+            if e is None or mode == "dense":
+                ranked = dense[i][:k]
+            elif mode == "lexical":
+                ranked = lexical[i][:k]
+            else:
+                ranked = _fuse(dense[i], lexical[i], docs, k, alpha)
+            out.append([_hit(docs[r], s) for r, s in ranked if r in docs])
         return out
+
+    def _dense_queries(self, queries: Any, which: list[int], given: np.ndarray | None) -> np.ndarray:
+        """The query vectors of queries `which`, embedded here unless `given`."""
+        if given is not None:
+            g = as_matrix(given, "query_vectors", dim=self.dimension).numpy()
+            if len(g) != len(queries):
+                raise ValueError(f"{len(g)} query vectors for {len(queries)} queries")
+            return self._stored_form(g[which])
+        if not which:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        if isinstance(queries, np.ndarray) or not all(isinstance(x, str) for x in queries):
+            return self._query_vectors(queries)[which]
+        return self._query_vectors([queries[i] for i in which])
+
+    def _dense(self, snap: Snapshot, q: np.ndarray, k: int, where: dict[str, Any] | None) -> list[list[tuple[int, float]]]:
+        """Per query, the `k` best documents as (best passage row, score), best first."""
+        sim = "dot" if self.similarity == "cosine" else self.similarity
+        exclude = snap.deleted if snap.deleted.any() else None
+        index = self._ann_index(snap)
+        if where is not None:
+            exclude = np.ones(snap.n_rows, dtype=bool)
+            exclude[self._catalog.rows_where(where)] = False
+            index = None
+        live = snap.n_rows - (int(exclude.sum()) if exclude is not None else 0)
+        fetch = min(k, max(live, 1))
+        while True:
+            # Several passages of one document may fill the top rows: ask for more until k
+            # documents are found or every row was ranked.
+            if index is not None and int(snap.state.get("ann_rows", 0)) == snap.n_rows:
+                scores, rows = self._search_ann(index, snap, q, fetch, sim)
+            else:
+                res = topk_blocks(torch.from_numpy(q), self._blocks(snap), fetch, sim, snap.n_rows, exclude)
+                scores, rows = res.scores, res.indices
+            parents = self._catalog.parents(np.unique(rows[rows >= 0]))
+            out, short = [], False
+            for srow, rrow in zip(scores, rows):
+                seen: set[int] = set()
+                ranked = []
+                for s, r in zip(srow, rrow):
+                    doc = parents.get(int(r)) if r >= 0 and np.isfinite(s) else None
+                    if doc is not None and doc not in seen and len(ranked) < k:
+                        seen.add(doc)
+                        ranked.append((int(r), float(s)))
+                out.append(ranked)
+                short |= len(ranked) < k
+            if not short or fetch >= live:
+                return out
+            fetch = min(fetch * 4, live)
 
     def _search_ann(self, index: Any, snap: Snapshot, q: np.ndarray, k: int, sim: str) -> tuple[np.ndarray, np.ndarray]:
         fetch = k * self.params.refine if self.kind == "ivfpq" else k
@@ -329,29 +457,36 @@ class Index:
             batch_size: int = 32) -> list[str]:
         """Embed and store `texts` (or store given `vectors`) in one atomic commit; returns the ids.
 
-        Ids default to the row numbers as strings; an id already in the index is an error.
-        `metadata` is one JSON-serialisable dict (or None) per text.
+        A text longer than the index's window is stored as several passages, each embedded;
+        given `vectors` are one per passage of `index.chunk(texts)`, in order (one per text
+        when no text is cut). The passages enter the lexical table in the same commit.
+        Ids default to the documents' row numbers as strings; an id already in the index is an
+        error. `metadata` is one JSON-serialisable dict (or None) per text.
         """
         texts, ids, meta_json = check_documents(texts, ids, metadata)
         n = len(texts)
         if n == 0:
             return []
+        spans = self.chunk(texts) if self._catalog.passages else None
+        passages = [t[a:b] for t, doc in zip(texts, spans) for a, b in doc] if spans else texts
         if vectors is None:
-            vectors = encode_as(self.encoder, texts, "document")
+            vectors = encode_as(self.encoder, passages, "document")
         vecs = as_matrix(vectors, "vectors", dim=self.dimension).numpy()
-        if len(vecs) != n:
-            raise ValueError(f"{len(vecs)} vectors for {n} texts")
+        if len(vecs) != len(passages):
+            cut = f" cut into {len(passages)} passages: give one vector per passage of index.chunk(texts)"
+            raise ValueError(f"{len(vecs)} vectors for {n} texts" + (cut if len(passages) != n else ""))
         vecs = self._stored_form(vecs)
         with self._writer():
             snap = self._snap()
             first = snap.n_rows
             if ids is None:
-                ids = [str(first + i) for i in range(n)]
+                sizes = [len(doc) for doc in spans] if spans else [1] * n
+                ids = [str(first + r) for r in np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)]
             taken = self._catalog.existing_ids(list(ids))
             if taken:
                 raise ValueError(f"ids already in the index: {taken[:5]}{'...' if len(taken) > 5 else ''}; delete them first")
             seg_no = max((s.seg for s in snap.segments), default=0) + 1
-            seg = Segment(seg_no, f"vectors/seg-{seg_no:06d}.f32", first, n)
+            seg = Segment(seg_no, f"vectors/seg-{seg_no:06d}.f32", first, len(vecs))
             # 1) the vectors, durable before any commit names them
             seg_path = self.path / seg.file
             with open(seg_path, "wb") as f:
@@ -363,7 +498,7 @@ class Index:
             # 2) the ANN structure for the new state, in a new file
             state = self._write_ann(snap, vecs, seg_no)
             # 3) one transaction makes it all visible
-            self._catalog.commit_add(seg, list(ids), texts, meta_json, state)
+            self._catalog.commit_add(seg, list(ids), texts, meta_json, state, spans)
             old = snap.state.get("ann_file")
             if old and state.get("ann_file") != old:
                 (self.path / old).unlink(missing_ok=True)
@@ -425,6 +560,41 @@ class Index:
                 raise KeyError(f"ids not in the index: {missing[:5]}{'...' if len(missing) > 5 else ''}; nothing was deleted")
             self._snap()
         return len(set(ids))
+
+
+def _chunking(enc: Any, tokens: int | str | None, overlap: int | None) -> Chunker | None:
+    if tokens is None:
+        if overlap is not None:
+            raise ValueError("chunk_overlap needs chunk_tokens (None keeps whole texts)")
+        return None
+    if tokens == "auto":
+        if getattr(enc, "max_seq_length", None) is None:
+            return None  # a stand-in without a window: whole texts
+        tokens = None
+    elif isinstance(tokens, str):
+        raise ValueError(f"chunk_tokens is 'auto', None or a number of tokens, got {tokens!r}")
+    return Chunker.for_encoder(enc, tokens, overlap)
+
+
+def _hit(doc: tuple[str, str | None, Any, int, int], score: float) -> Hit:
+    id_, text, meta, start, stop = doc
+    return Hit(id_, score, text, meta, text[start:stop] if text is not None else None, (start, stop))
+
+
+def _fuse(dense: list[tuple[int, float]], lexical: list[tuple[int, float]], docs: dict, k: int,
+          alpha: float | None) -> list[tuple[int, float]]:
+    """Fuse two lists of (passage row, score) by document; a document keeps the passage of the
+    list that ranks it higher (dense on a tie)."""
+    best: dict[str, tuple[int, int]] = {}
+    keyed = []
+    for ranked in (dense, lexical):
+        keyed.append([(docs[r][0], s) for r, s in ranked if r in docs])
+        for rank, (r, _) in enumerate(x for x in ranked if x[0] in docs):
+            key = docs[r][0]
+            if key not in best or rank < best[key][0]:
+                best[key] = (rank, r)
+    fused = fusion.rrf(*keyed) if alpha is None else fusion.weighted(*keyed, alpha)
+    return [(best[key][1], score) for key, score in fused[:k]]
 
 
 def _shadow_file(seg_file: str) -> str:

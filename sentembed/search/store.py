@@ -3,10 +3,15 @@
 Layout of an index directory::
 
     manifest.json          model, dimension, normalization, similarity, kind (written once)
-    catalog.sqlite         docs(row, id, text, metadata, deleted), segments, state
+    catalog.sqlite         docs(row, id, text, metadata, deleted), passages(row, doc, start, stop),
+                           lexical (FTS5 over the passages; lexical.py), segments, state
     vectors/seg-000001.f32 raw float32 rows; never modified once committed
     vectors/seg-000001.bf16 their bfloat16 copy for fast exact search (cosine and dot; prefilter.py)
     ann-000003.faiss       the ANN structure of the committed state (hnsw / ivfpq only)
+
+A vector row is a passage: a span of a document's text (the whole text unless the index
+chunks long documents). A document's row number is the row of its first passage. Indexes made
+before passages existed have no passages table: there every document is one row, its own.
 
 What is committed is exactly what the catalog says: a segment file or ANN file counts only
 once a SQLite transaction names it. A writer killed half-way leaves files that no transaction
@@ -26,6 +31,8 @@ import numpy as np
 
 from ..io import atomic_write, fsync_dir  # noqa: F401  (fsync_dir: index.py imports it from here)
 
+from . import lexical
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs(
     row INTEGER PRIMARY KEY,
@@ -42,6 +49,15 @@ CREATE TABLE IF NOT EXISTS segments(
 );
 CREATE TABLE IF NOT EXISTS state(key TEXT PRIMARY KEY, value TEXT);
 CREATE INDEX IF NOT EXISTS docs_deleted ON docs(row) WHERE deleted = 1;
+"""
+PASSAGES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS passages(
+    row INTEGER PRIMARY KEY,
+    doc INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    stop INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS passages_doc ON passages(doc);
 """
 
 
@@ -81,10 +97,11 @@ class Snapshot:
     n_rows: int
     deleted: np.ndarray  # bool per row
     state: dict[str, str]
+    documents: int  # live documents
 
     @property
     def n_alive(self) -> int:
-        return self.n_rows - int(self.deleted.sum())
+        return self.documents
 
 
 class Catalog:
@@ -98,8 +115,14 @@ class Catalog:
         self.db = sqlite3.connect(str(path), timeout=60.0, isolation_level=None, check_same_thread=False)
         if create:
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.executescript(SCHEMA)
+            self.db.executescript(SCHEMA + PASSAGES_SCHEMA + lexical.SCHEMA + ";")
         self.db.execute("PRAGMA synchronous=FULL")
+        self._tables()
+
+    def _tables(self) -> None:
+        names = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master")}
+        self.passages = "passages" in names  # rows are passages of documents (else: rows are documents)
+        self.lexical = "lexical" in names
 
     def close(self) -> None:
         self.db.close()
@@ -116,13 +139,16 @@ class Catalog:
                 "SELECT seg, file, first_row, n_rows FROM segments ORDER BY first_row"))
             n_rows = segs[-1].first_row + segs[-1].n_rows if segs else 0
             deleted = np.zeros(n_rows, dtype=bool)
-            dead = [r[0] for r in cur.execute("SELECT row FROM docs WHERE deleted = 1")]
-            if dead:
-                deleted[np.asarray(dead, dtype=np.int64)] = True
+            dead = ("SELECT p.row FROM docs d JOIN passages p ON p.doc = d.row WHERE d.deleted = 1" if self.passages
+                    else "SELECT row FROM docs WHERE deleted = 1")
+            dead_rows = [r[0] for r in cur.execute(dead)]
+            if dead_rows:
+                deleted[np.asarray(dead_rows, dtype=np.int64)] = True
             state = dict(cur.execute("SELECT key, value FROM state"))
         finally:
             cur.execute("COMMIT")
-        return Snapshot(segs, n_rows, deleted, state)
+        documents = int(state.get("documents", 0)) if self.passages else n_rows - int(deleted.sum())
+        return Snapshot(segs, n_rows, deleted, state, documents)
 
     def existing_ids(self, ids: list[str]) -> list[str]:
         found: list[str] = []
@@ -133,17 +159,28 @@ class Catalog:
         return found
 
     def commit_add(
-        self, segment: Segment, ids: list[str], texts: list[str | None], metadata: list[str | None],
-        state: dict[str, str],
+        self, segment: Segment, ids: list[str], texts: list[str], metadata: list[str | None],
+        state: dict[str, str], spans: list[list[tuple[int, int]]] | None = None,
     ) -> None:
-        """One transaction: the documents, their segment and the new ANN file become visible together."""
+        """One transaction: the documents, their passages, the lexical rows, their segment and
+        the new ANN file become visible together.
+
+        `spans` holds each document's passages (one row each, in order); None: one row each.
+        """
+        spans = spans if spans is not None else [[(0, len(t))] for t in texts]
+        firsts = segment.first_row + np.concatenate([[0], np.cumsum([len(s) for s in spans])[:-1]]).astype(int)
         cur = self.db.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
-            cur.executemany(
-                "INSERT INTO docs(row, id, text, metadata) VALUES (?, ?, ?, ?)",
-                ((segment.first_row + i, ids[i], texts[i], metadata[i]) for i in range(len(ids))),
-            )
+            cur.executemany("INSERT INTO docs(row, id, text, metadata) VALUES (?, ?, ?, ?)",
+                            zip(firsts.tolist(), ids, texts, metadata))
+            rows = [(int(f) + k, int(f), a, b) for f, doc in zip(firsts, spans) for k, (a, b) in enumerate(doc)]
+            if self.passages:
+                cur.executemany("INSERT INTO passages(row, doc, start, stop) VALUES (?, ?, ?, ?)", rows)
+                cur.execute("INSERT INTO state(key, value) VALUES ('documents', ?) ON CONFLICT(key) "
+                            "DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value", (len(ids),))
+            if self.lexical:
+                lexical.insert(cur, [r[0] for r in rows], [t[a:b] for t, doc in zip(texts, spans) for a, b in doc])
             cur.execute("INSERT INTO segments(seg, file, first_row, n_rows) VALUES (?, ?, ?, ?)",
                         (segment.seg, segment.file, segment.first_row, segment.n_rows))
             cur.executemany("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", state.items())
@@ -181,7 +218,11 @@ class Catalog:
             if missing:
                 cur.execute("ROLLBACK")
                 return missing
-            # The id is released so it can be added again; the vector row stays as a tombstone.
+            if self.lexical:
+                lexical.delete_documents(cur, [r[1] for r in rows], self.passages)
+            if self.passages:
+                cur.execute("UPDATE state SET value = CAST(value AS INTEGER) - ? WHERE key = 'documents'", (len(rows),))
+            # The id is released so it can be added again; the vector rows stay as tombstones.
             cur.executemany("UPDATE docs SET deleted = 1, id = NULL, text = NULL, metadata = NULL WHERE row = ?",
                             ((r[1],) for r in rows))
             cur.execute(BUMP_GENERATION)
@@ -192,22 +233,46 @@ class Catalog:
                 cur.execute("ROLLBACK")
             raise
 
-    def fetch(self, rows: Iterable[int]) -> dict[int, tuple[str, str | None, Any]]:
-        """row -> (id, text, metadata) for live rows."""
+    def fetch(self, rows: Iterable[int]) -> dict[int, tuple[str, str | None, Any, int, int]]:
+        """row -> (id, text, metadata, start, stop) for the live rows among `rows`;
+        text[start:stop] is the row's passage."""
         rows = [int(r) for r in rows]
-        out: dict[int, tuple[str, str | None, Any]] = {}
+        out: dict[int, tuple[str, str | None, Any, int, int]] = {}
         for i in range(0, len(rows), 500):
             part = rows[i : i + 500]
-            q = f"SELECT row, id, text, metadata FROM docs WHERE deleted = 0 AND row IN ({','.join('?' * len(part))})"
-            for row, id_, text, meta in self.db.execute(q, part):
-                out[row] = (id_, text, json.loads(meta) if meta is not None else None)
+            marks = ",".join("?" * len(part))
+            q = (f"SELECT p.row, d.id, d.text, d.metadata, p.start, p.stop FROM passages p JOIN docs d ON d.row = p.doc "
+                 f"WHERE d.deleted = 0 AND p.row IN ({marks})" if self.passages else
+                 f"SELECT row, id, text, metadata, 0, length(text) FROM docs WHERE deleted = 0 AND row IN ({marks})")
+            for row, id_, text, meta, start, stop in self.db.execute(q, part):
+                stop = len(text) if not self.passages and text is not None else stop
+                out[row] = (id_, text, json.loads(meta) if meta is not None else None, start, stop)
+        return out
+
+    def parents(self, rows: Iterable[int]) -> dict[int, int]:
+        """row -> the row of the document it is a passage of."""
+        rows = [int(r) for r in rows]
+        if not self.passages:
+            return {r: r for r in rows}
+        out: dict[int, int] = {}
+        for i in range(0, len(rows), 500):
+            part = rows[i : i + 500]
+            out.update(self.db.execute(f"SELECT row, doc FROM passages WHERE row IN ({','.join('?' * len(part))})", part))
         return out
 
     def rows_where(self, where: dict[str, Any]) -> np.ndarray:
-        """Rows of live documents whose metadata match `where` (see `compile_where`)."""
+        """Rows of the live documents whose metadata match `where` (see `compile_where`)."""
         sql, params = compile_where(where)
-        rows = [r[0] for r in self.db.execute(f"SELECT row FROM docs WHERE deleted = 0 AND {sql}", params)]
-        return np.asarray(rows, dtype=np.int64)
+        q = (f"SELECT p.row FROM docs d JOIN passages p ON p.doc = d.row WHERE d.deleted = 0 AND {sql}"
+             if self.passages else f"SELECT row FROM docs WHERE deleted = 0 AND {sql}")
+        return np.asarray([r[0] for r in self.db.execute(q, params)], dtype=np.int64)
+
+    def search_lexical(self, expression: str, k: int, where: dict[str, Any] | None) -> list[tuple[int, float]]:
+        """The `k` best documents for an FTS5 expression: (best passage row, BM25 score)."""
+        if not self.lexical:
+            raise ValueError(f"the index at {self.path.parent} has no lexical table (it predates it): "
+                             f"build it with `sentembed index upgrade {self.path.parent}`, or search with mode='dense'")
+        return lexical.search(self.db, expression, k, compile_where(where) if where else None, self.passages)
 
 
 _OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}

@@ -1,0 +1,70 @@
+"""Lexical search: an SQLite FTS5 table (BM25) over the passages, inside the index catalog.
+
+The table lives in catalog.sqlite and its rows are written in the transaction that commits
+the vectors, so text, vectors and the lexical index are always at the same committed state.
+Its rowid is the passage's vector row.
+
+Tokenizer 'porter unicode61 remove_diacritics 2', measured on SciFact (test, 300 queries,
+the query's words OR-ed, BM25 ranking): nDCG@10 0.6824, Recall@100 0.9253; plain 'unicode61'
+gives 0.6683 / 0.8859 (BEIR's published BM25: 0.665). BM25's k1 = 1.2 and b = 0.75 are FTS5's
+own and fixed (its bm25() takes only column weights; there is one column).
+
+A user's query is never FTS5 syntax: each word becomes a quoted string, and the strings are
+OR-ed, so AND, NEAR, *, ^, :, quotes and parentheses are searched as words or ignored.
+
+>>> match_expression('say "NEAR(a b)" AND c*')
+'"say" OR "near" OR "a" OR "b" OR "and" OR "c"'
+>>> match_expression("?!") is None
+True
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+TOKENIZE = "porter unicode61 remove_diacritics 2"
+SCHEMA = f"CREATE VIRTUAL TABLE IF NOT EXISTS lexical USING fts5(text, tokenize='{TOKENIZE}')"
+_WORDS = re.compile(r"\w+")
+
+
+def match_expression(query: str) -> str | None:
+    """The FTS5 query for a user's text: its distinct words, quoted and OR-ed; None without words."""
+    words = list(dict.fromkeys(w.lower() for w in _WORDS.findall(query)))
+    if not words:
+        return None
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+
+
+def has_table(db: Any) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE name = 'lexical'").fetchone() is not None
+
+
+def insert(cur: Any, rows: list[int], texts: list[str]) -> None:
+    """Index passages (inside the caller's transaction)."""
+    cur.executemany("INSERT INTO lexical(rowid, text) VALUES (?, ?)", zip(rows, texts))
+
+
+def delete_documents(cur: Any, doc_rows: list[int], chunked: bool) -> None:
+    """Remove the passages of documents (inside the caller's transaction)."""
+    sub = "SELECT row FROM passages WHERE doc = ?" if chunked else "SELECT ?"
+    cur.executemany(f"DELETE FROM lexical WHERE rowid IN ({sub})", ((r,) for r in doc_rows))
+
+
+def search(db: Any, expression: str, k: int, where: tuple[str, list[Any]] | None, chunked: bool) -> list[tuple[int, float]]:
+    """The `k` best documents for an FTS5 expression: (best passage row, BM25 score), best first.
+
+    The score is -bm25(), so larger is better, as for every other score of the index. A
+    document's score is its best passage's; `where` (SQL over docs.metadata) is applied here,
+    before any fusion.
+    """
+    cond, params = where if where else ("1", [])
+    if chunked:
+        join, doc = "JOIN passages p ON p.row = h.row JOIN docs d ON d.row = p.doc", "p.doc"
+    else:
+        join, doc = "JOIN docs d ON d.row = h.row", "d.row"
+    sql = (
+        "WITH hits(row, score) AS MATERIALIZED (SELECT rowid, bm25(lexical) FROM lexical WHERE lexical MATCH ?) "
+        f"SELECT h.row, MIN(h.score) AS s FROM hits h {join} WHERE d.deleted = 0 AND ({cond}) "
+        f"GROUP BY {doc} ORDER BY s, h.row LIMIT ?"
+    )
+    return [(int(row), -float(s)) for row, s in db.execute(sql, [expression, *params, int(k)])]
