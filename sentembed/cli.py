@@ -4,6 +4,7 @@
     sentembed similarity "A man is eating." "Someone has a meal."
     sentembed info all-mpnet-base-v2
     sentembed models pull all-mpnet-base-v2
+    sentembed embed-corpus corpus.parquet -o shards/ --engine ray --index index/
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -24,7 +25,7 @@ models_app = typer.Typer(help="Fetch and list models in the local cache.", no_ar
 app.add_typer(models_app, name="models")
 
 # Each use registers its own commands from sentembed/<use>/cli.py; heavy imports wait for the command.
-_SUBCOMMANDS = ("search", "evaluation", "training", "backends", "server", "distributed")
+_SUBCOMMANDS = ("search", "evaluation", "training", "backends", "server")
 
 
 def _fail(message: str) -> None:
@@ -65,7 +66,7 @@ def encode(
     if workers == 1:
         vectors = _load(model).encode(texts, **options)
     else:
-        from .backends.pool import EncodePool
+        from .pool import EncodePool
 
         try:
             pool = EncodePool(model, workers=workers)
@@ -151,6 +152,58 @@ def models_list() -> None:
     for name, path in cached:
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         typer.echo(f"{name:<50} {size / 2**20:8.1f} MiB  {path}")
+
+
+@app.command("embed-corpus")
+def embed_corpus(
+    inputs: List[Path] = typer.Argument(..., help="Parquet / JSON-lines files, or folders of them."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the Parquet shards (id, embedding)."),
+    model: str = typer.Option(DEFAULT_MODEL, "-m", "--model", help="Model name or directory."),
+    engine: str = typer.Option("local", help="local: this process; ray: a Ray cluster."),
+    address: Optional[str] = typer.Option(None, help="Ray address (ray://HOST:10001 or auto); none starts a local Ray."),
+    text_field: List[str] = typer.Option(["text"], "--text-field", help="Field(s) joined into the text; repeat."),
+    id_field: Optional[str] = typer.Option(None, help="Id field; default 'id', else '_id', else FILE-ROW."),
+    rows_per_shard: int = typer.Option(10_000, help="Rows per input block and output shard."),
+    batch_size: int = typer.Option(32, help="encode batch size."),
+    actors: Optional[int] = typer.Option(None, help="Ray actors (one model each); default: CPUs / cpus-per-actor."),
+    cpus_per_actor: float = typer.Option(1.0, help="CPUs per Ray actor (also its torch threads)."),
+    gpus_per_actor: float = typer.Option(0.0, help="GPUs per Ray actor (use with --device cuda)."),
+    device: Optional[str] = typer.Option(None, help="Torch device for the model."),
+    with_text: bool = typer.Option(False, help="Also store the text in the shards."),
+    index: Optional[Path] = typer.Option(None, "--index", help="Then build a search index from the shards here."),
+    overwrite: bool = typer.Option(False, help="Discard shards of an earlier, different run in OUTPUT."),
+) -> None:
+    """Embed a corpus into Parquet shards, here or on Ray; safe to re-run (done shards are skipped).
+
+    It lives here, not in sentembed/distributed/: with --index it joins two uses, distributed
+    and search, and only the top of the package may import both (docs/ARCHITECTURE.md)."""
+    from .distributed.engines import embed_corpus as run
+
+    ray_options = {}
+    if engine == "ray":
+        ray_options = dict(address=address, actors=actors, cpus_per_actor=cpus_per_actor,
+                           gpus_per_actor=gpus_per_actor)
+    summary = run(inputs, output, model, engine=engine, text_fields=text_field, id_field=id_field,
+                  rows_per_shard=rows_per_shard, batch_size=batch_size, with_text=with_text or index is not None,
+                  overwrite=overwrite, device=device, **ray_options)
+    if index is not None:
+        summary["index"] = _index_from_shards(output, index, model, device)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def _index_from_shards(shards: Path, path: Path, model: str, device: Optional[str]) -> dict:
+    """An Index from the shards' vectors and texts, without embedding anything again."""
+    import pyarrow.parquet as pq
+
+    from .search.index import Index
+
+    idx = Index.create(path, _load(model, device=device))
+    for shard in sorted(shards.glob("part-*.parquet")):
+        table = pq.read_table(shard)
+        col = table.column("embedding").combine_chunks()
+        vectors = col.flatten().to_numpy(zero_copy_only=False).reshape(len(table), col.type.list_size)
+        idx.add(table.column("text").to_pylist(), ids=table.column("id").to_pylist(), vectors=vectors)
+    return idx.info()
 
 
 def _register_subcommands() -> None:

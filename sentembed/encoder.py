@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,9 +20,6 @@ from .model import MPNet, ModelSettings, SentencePipeline
 from .model.packing import packed_sentence_embeddings, use_packing
 from .precision import PRECISIONS, quantize
 from .vectors import pairwise_scores, resolve_similarity
-
-if TYPE_CHECKING:
-    from .backends.pool import EncodePool
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Inputs with more texts than this get a progress bar unless asked otherwise.
@@ -38,8 +35,13 @@ _CHARS_PER_TOKEN_GUESS = 16
 ROLE_PROMPTS = {"query": ("query",), "document": ("document", "passage", "corpus")}
 
 
-def _as_texts(texts: object) -> tuple[list[str], bool]:
-    """Validate the input; returns the list and whether a single string was given."""
+def validate_texts(texts: object) -> tuple[list[str], bool]:
+    """What encode() accepts: a string or a sequence of strings. Returns the list and
+    whether a single string was given; a TypeError names the offending item.
+
+    >>> validate_texts("one"), validate_texts(["a", "b"])
+    ((['one'], True), (['a', 'b'], False))
+    """
     if isinstance(texts, str):
         return [texts], True
     if texts is None or isinstance(texts, (bytes, dict)) or not isinstance(texts, (Sequence, np.ndarray)):
@@ -116,7 +118,7 @@ class SentenceEncoder:
         """Tokens per text as encode() with these prompt options reads it (the prompt
         included), special tokens included, before truncation."""
         prompt_text = self._resolve_prompt(prompt_name, prompt) or ""
-        return self.tokenizer.count([prompt_text + t for t in _as_texts(texts)[0]])
+        return self.tokenizer.count([prompt_text + t for t in validate_texts(texts)[0]])
 
     def _clip(self, texts: list[str]) -> list[str]:
         limit = self.max_seq_length * _CHARS_PER_TOKEN_GUESS
@@ -169,7 +171,7 @@ class SentenceEncoder:
         >>> model.encode(["first", "second"]).shape
         (2, 768)
         """
-        items, single = _as_texts(texts)
+        items, single = validate_texts(texts)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if convert_to not in ("numpy", "torch"):
@@ -243,16 +245,6 @@ class SentenceEncoder:
         if role not in ROLE_PROMPTS:
             raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLE_PROMPTS)}")
         return next((name for name in ROLE_PROMPTS[role] if name in self.prompts), None)
-
-    def pool(self, workers: int = 2, threads_per_worker: int | None = None, **options) -> "EncodePool":
-        """Worker processes, each with a copy of this model, for machines with many cores.
-
-        >>> with model.pool(workers=4) as pool:          # doctest: +SKIP
-        ...     vectors = pool.encode(texts, batch_size=32)
-        """
-        from .backends.pool import EncodePool
-
-        return EncodePool(self, workers=workers, threads_per_worker=threads_per_worker, **options)
 
     # -- comparing ---------------------------------------------------------------------
     def similarity(self, a, b) -> np.ndarray:

@@ -5,8 +5,12 @@ with all the threads (small batches do not scale across many threads). Each work
 the same model with the same options and `torch.set_num_threads(threads_per_worker)`;
 `pool.encode` returns exactly what `SentenceEncoder.encode` would.
 
-    with EncodePool("all-mpnet-base-v2", workers=4) as pool:
+    from sentembed.pool import EncodePool
+    with EncodePool(enc, workers=4) as pool:             # a SentenceEncoder, or a model name or path
         vectors = pool.encode(texts, batch_size=32)      # (len(texts), 768), input order
+
+The pool sits above the encoder: it takes one, and the encoder knows nothing of it
+(docs/ARCHITECTURE.md).
 
 Workers are started with the "spawn" method: forking a process that holds torch's thread
 pools (or CUDA) can deadlock. The pool serves one `encode` call at a time.
@@ -33,8 +37,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..encoder import PROGRESS_THRESHOLD, SentenceEncoder, _as_texts
-from ..precision import quantize as quantize_precision
+from .encoder import PROGRESS_THRESHOLD, SentenceEncoder, load, validate_texts
+from .precision import quantize as quantize_precision
 
 # How long the parent waits on the result queue before looking again whether workers live:
 # a killed worker is noticed within this, whatever the timeout.
@@ -64,7 +68,7 @@ class EncodePool:
                  threads_per_worker: int | None = None, *, device: str | None = None, dtype: str | None = None,
                  backend: str = "torch", quantize: str | None = None, file_name: str | None = None,
                  chunk_size: int = 256, timeout: float | None = None):
-        from . import check_choices
+        from .backends import check_choices
 
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
@@ -85,7 +89,7 @@ class EncodePool:
         if isinstance(model, SentenceEncoder):
             path = self._save_for_workers(model)
         else:
-            from ..model import resolve_model
+            from .model import resolve_model
 
             # Resolved once here: a missing model fails now, naming the places searched, and
             # N workers do not race to unpack the same name into the cache.
@@ -116,7 +120,7 @@ class EncodePool:
 
     # -- lifecycle ---------------------------------------------------------------------
     def _save_for_workers(self, encoder: SentenceEncoder) -> Path:
-        from .session import BackendEncoder
+        from .backends.session import BackendEncoder
 
         runtime = encoder.pipeline.transformer.encoder
         if isinstance(runtime, BackendEncoder):
@@ -172,7 +176,7 @@ class EncodePool:
         """
         if self._broken:
             raise RuntimeError(f"this EncodePool can no longer encode: {self._broken}")
-        items, single = _as_texts(texts)
+        items, single = validate_texts(texts)
         bound = _ENCODE_SIGNATURE.bind(None, items, **encode_kwargs)  # TypeError for unknown arguments
         bound.apply_defaults()
         options = {k: v for k, v in bound.arguments.items() if k not in ("self", "texts")}
@@ -317,8 +321,6 @@ def _drain(results) -> None:
 # -- the worker process ------------------------------------------------------------------
 def _worker_main(worker: int, path: str, load_options: dict, threads: int, tasks, results) -> None:
     """Load the model, say so, then encode chunks until told to stop (None)."""
-    from .. import load
-
     # Ctrl-C reaches the whole process group; the parent decides what stops, and when.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Before loading, so runtimes that size their thread pools at load (ONNX Runtime,

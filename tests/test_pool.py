@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 import sentembed
-from sentembed.backends import pool as pool_module
-from sentembed.backends.pool import EncodePool
+from sentembed import pool as pool_module
+from sentembed.pool import EncodePool
 from sentembed.cli import app
 
 

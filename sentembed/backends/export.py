@@ -21,13 +21,16 @@ def export_model(name_or_path: str, fmt: str, out_dir: Path, quantize: str | Non
         raise ValueError(f"unknown export format {fmt!r}; choices: {', '.join(FORMATS)}")
     if quantize not in (None, "int8"):
         raise ValueError(f"unknown quantize {quantize!r}; choices: int8")
-    import sentembed
+    # The saved-model pipeline is enough: backends sit below the encoder (docs/ARCHITECTURE.md).
+    from ..model import ModelSettings, SentencePipeline, resolve_model
 
-    encoder = sentembed.load(name_or_path, device="cpu")
+    path = resolve_model(name_or_path)
+    pipeline = SentencePipeline.load(path).float().eval()
     out_dir = Path(out_dir)
     if not (out_dir / "modules.json").is_file():
-        encoder.save(out_dir)  # weights, tokenizer, configs: the directory stands on its own
-    mpnet = encoder.pipeline.transformer.encoder
+        # weights, tokenizer, configs: the directory stands on its own
+        pipeline.save(out_dir, ModelSettings.load(path))
+    mpnet = pipeline.transformer.encoder
     target = out_dir / (files.INT8_FILES[fmt] if quantize else files.DEFAULT_FILES[fmt])
     fp32 = files.find(out_dir, fmt, files.DEFAULT_FILES[fmt])
     if fmt == "onnx":

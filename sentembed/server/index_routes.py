@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from sentembed.server import schemas as s
 from sentembed.server.limits import APIError
-
-if TYPE_CHECKING:
-    from sentembed.server.app import Service
+from sentembed.server.service import Service
 
 # What an index raises for a bad filter, a duplicate or unknown id: the caller's mistake.
 _CALLER_ERRORS = (ValueError, KeyError, TypeError)
@@ -33,7 +31,7 @@ def _hit(hit: Any) -> dict[str, Any]:
             "metadata": d.get("metadata")}
 
 
-def add_index_routes(app: FastAPI, svc: "Service", errors: dict[int | str, dict[str, Any]]) -> None:
+def add_index_routes(app: FastAPI, svc: Service, errors: dict[int | str, dict[str, Any]]) -> None:
     index = svc.index
 
     @app.post("/search", response_model=s.SearchResponse, responses=errors)

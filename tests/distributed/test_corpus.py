@@ -70,14 +70,10 @@ def test_errors_name_the_problem(corpus, tmp_path, tiny_model):
 
 
 def test_cli_embeds_and_builds_an_index(corpus, tiny_model, tiny_encoder, tmp_path):
-    import typer
     from typer.testing import CliRunner
 
-    from sentembed.distributed.cli import register
+    from sentembed.cli import app
 
-    app = typer.Typer()
-    app.callback()(lambda: None)
-    register(app)
     out, index = tmp_path / "shards", tmp_path / "index"
     result = CliRunner().invoke(app, ["embed-corpus", str(corpus / "stsb.jsonl"), "-o", str(out), "-m", str(tiny_model),
                                       "--rows-per-shard", "100", "--index", str(index)])

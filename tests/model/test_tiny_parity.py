@@ -61,16 +61,16 @@ def test_similarity_name_follows_model(tiny_model_factory):
     np.testing.assert_allclose(ours.similarity(a, a), a @ a.T, rtol=1e-5, atol=1e-5)
 
 
-def test_plain_masked_lm_checkpoint_loads_as_mean_pooling(tmp_path, real_model_path):
+def test_plain_masked_lm_checkpoint_loads_as_mean_pooling(tmp_path):
     """microsoft/mpnet-base, where the seed models started: no modules.json, `mpnet.` prefix."""
     from sentence_transformers import SentenceTransformer
-    from transformers import AutoTokenizer, MPNetConfig, MPNetForMaskedLM
+    from transformers import MPNetConfig, MPNetForMaskedLM
 
-    from support import TINY_CONFIG
+    from support import TINY_CONFIG, save_tiny_tokenizer
 
     torch.manual_seed(1)
     MPNetForMaskedLM(MPNetConfig(**TINY_CONFIG)).save_pretrained(tmp_path)
-    AutoTokenizer.from_pretrained(str(real_model_path)).save_pretrained(tmp_path)
+    save_tiny_tokenizer(tmp_path)
     ours = sentembed.load(str(tmp_path))
     ref = SentenceTransformer(str(tmp_path), device="cpu")
     assert not ours.normalizes

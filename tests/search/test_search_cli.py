@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 import sentembed
 from sentembed.search.cli import register, table
 
-from search_standin import HashEncoder
+from support import HashEncoder
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from sentembed.search import exact as exact_mod
 from sentembed.search.exact import brute_force_topk
 from sentembed.vectors import pairwise_scores, resolve_similarity
 
-from search_standin import HashEncoder
+from support import HashEncoder
 
 
 def _data(n=3000, nq=23, d=24, seed=0):

@@ -16,10 +16,12 @@ import pytest
 from sentembed.search import Index, semantic_search
 from sentembed.search.exact import brute_force_topk
 
-from search_standin import HashEncoder
+from support import HashEncoder
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
+# Child processes import this checkout and tests/support.py.
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
 
 TEXTS = ["a cat sat on the mat", "stocks fell sharply today", "the dog barked at the cat",
          "interest rates rose again", "kittens like warm mats"]
@@ -216,8 +218,7 @@ def test_scifact_index_equals_exact_search_and_hnsw_recall(tmp_path, data_dir):
 
 KILL_CHILD = textwrap.dedent("""
     import sys, time, numpy as np
-    sys.path.insert(0, {here!r})
-    from search_standin import HashEncoder
+    from support import HashEncoder
     from sentembed.search import Index
     from sentembed.search import index as index_mod
     path, mode = sys.argv[1], sys.argv[2]
@@ -238,9 +239,9 @@ KILL_CHILD = textwrap.dedent("""
 @pytest.mark.parametrize("kind", ["exact", "hnsw"])
 def test_killed_add_leaves_last_commit(tmp_path, kind):
     script = tmp_path / "child.py"
-    script.write_text(KILL_CHILD.format(here=str(HERE)))
+    script.write_text(KILL_CHILD.format())
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "ix"), kind], stdout=subprocess.PIPE, text=True,
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            cwd=ROOT, env=CHILD_ENV)
     lines = []
     for line in proc.stdout:
         lines.append(line.strip())
@@ -263,8 +264,7 @@ def test_killed_add_leaves_last_commit(tmp_path, kind):
 
 RANDOM_KILL_CHILD = textwrap.dedent("""
     import sys
-    sys.path.insert(0, {here!r})
-    from search_standin import HashEncoder
+    from support import HashEncoder
     from sentembed.search import Index
     idx = Index.open(sys.argv[1], HashEncoder(dimension=16))
     n = len(idx)
@@ -278,11 +278,11 @@ def test_killed_at_random_points_stays_consistent(tmp_path):
     enc = HashEncoder(dimension=16)
     Index.create(tmp_path / "ix", enc).close()
     script = tmp_path / "child.py"
-    script.write_text(RANDOM_KILL_CHILD.format(here=str(HERE)))
+    script.write_text(RANDOM_KILL_CHILD.format())
     rng = np.random.default_rng(0)
     for _ in range(4):
         proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "ix")], cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                env=CHILD_ENV)
         time.sleep(2.0 + rng.uniform(0, 1.5))
         proc.kill()
         proc.wait()
@@ -297,8 +297,7 @@ def test_killed_at_random_points_stays_consistent(tmp_path):
 
 READER_CHILD = textwrap.dedent("""
     import sys, numpy as np
-    sys.path.insert(0, {here!r})
-    from search_standin import HashEncoder
+    from support import HashEncoder
     from sentembed.search import Index
     idx = Index.open(sys.argv[1], HashEncoder(dimension=16))
     seen = []
@@ -317,9 +316,9 @@ def test_several_readers_while_writing(tmp_path):
     idx = Index.create(tmp_path / "ix", enc)
     idx.add([f"doc {i}" for i in range(20)])
     script = tmp_path / "reader.py"
-    script.write_text(READER_CHILD.format(here=str(HERE)))
+    script.write_text(READER_CHILD.format())
     readers = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "ix")], stdout=subprocess.PIPE, text=True,
-                                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}) for _ in range(3)]
+                                cwd=ROOT, env=CHILD_ENV) for _ in range(3)]
     errors = []
 
     def thread_reader():

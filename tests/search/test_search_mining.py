@@ -8,7 +8,7 @@ import torch
 from sentembed.search import community_detection, kmeans, paraphrase_mining, tag
 from sentembed.search.exact import brute_force_topk
 
-from search_standin import HashEncoder
+from support import HashEncoder
 
 
 def _blobs(k=12, per=15, d=16, spread=0.15, seed=0):

@@ -12,7 +12,7 @@ from sentembed.search import exact as exact_mod
 from sentembed.search.exact import Block, brute_force_topk, topk_blocks
 from sentembed.search.prefilter import Bound, Shadow, bf16_scores, to_bf16
 
-from search_standin import HashEncoder
+from support import HashEncoder
 
 
 def _shadowed(c: np.ndarray) -> Block:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+
+from support import no_dropout
 
 PAIRS = [(f"question {i} about {w}", f"answer {i} on {w}") for i, w in
          enumerate(["beer", "hops", "coffee", "grind", "data", "malt", "roast", "yeast"] * 4)]
@@ -28,9 +28,6 @@ def _embed(enc, rows):
 def _worker(rank: int, world: int, port: int, model: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
-    sys.path.insert(0, str(Path(__file__).parent))
-    from _util import no_dropout
-
     import sentembed
     from sentembed.training import TrainConfig, Trainer, TrainDataset, make_loss
 
@@ -66,8 +63,6 @@ def _worker(rank: int, world: int, port: int, model: str, out: str) -> None:
 def test_two_processes_equal_one_on_the_whole_batch(tiny_model, tmp_path):
     import sentembed
     from sentembed.training import TrainConfig, Trainer, TrainDataset, make_loss
-
-    from ._util import no_dropout
 
     mp.spawn(_worker, args=(2, _free_port(), str(tiny_model), str(tmp_path)), nprocs=2, join=True)
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)

@@ -12,7 +12,7 @@ from sentembed.training import (DataError, TrainConfig, Trainer, TrainDataset, T
 from sentembed.training.checkpoint import list_checkpoints
 from sentembed.training.evaluate import LossEvaluator
 
-from ._util import no_dropout
+from support import no_dropout
 
 PAIRS = [(f"what is question {i} about {w}", f"an answer {i} on {w}") for i, w in
          enumerate(["beer", "hops", "coffee", "grind", "data", "science", "malt", "roast"] * 12)]

@@ -1,0 +1,120 @@
+"""Service: what the routes share (the encoder, the optional index, the queue, the metrics)
+and the one path every embedding takes: count tokens off the event loop, refuse what breaks
+a limit at once, queue the inputs; the encoder applies prompts and Matryoshka truncation."""
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Hashable
+
+import numpy as np
+from fastapi import Request
+
+from sentembed.server.batcher import Batcher, QueueFull
+from sentembed.server.limits import APIError, ServerConfig
+from sentembed.server.metrics import Metrics
+
+
+class Service:
+    """What the routes share: the encoder, the optional index, the queue and the metrics."""
+
+    def __init__(self, encoder: Any, index: Any | None, config: ServerConfig) -> None:
+        self.enc, self.index, self.config = encoder, index, config
+        self.metrics = Metrics()
+        self.name = config.model_name or str(getattr(encoder, "name", "model"))
+        # Tokenizing a long input takes milliseconds: never on the event loop.
+        self.tokenizer_pool = ThreadPoolExecutor(2, thread_name_prefix="sentembed-tokenize")
+        self.index_lock = threading.Lock()  # searches and changes of the index never overlap
+        self._batcher: Batcher | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def batcher(self) -> Batcher:
+        # Made in the loop that serves, on first use: also works where no lifespan runs.
+        loop = asyncio.get_running_loop()
+        if self._batcher is None or self._loop is not loop:
+            self._batcher = Batcher(
+                self._encode, max_batch_tokens=self.config.max_batch_tokens,
+                max_batch_items=self.config.max_batch_items, max_queue_items=self.config.max_queue_items,
+                batching=self.config.batching, on_batch=self.metrics.observe_batch,
+            )
+            self._batcher.start()
+            self._loop = loop
+        return self._batcher
+
+    async def close(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.close()
+            self._batcher = None
+        self.tokenizer_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _encode(self, texts: list[str], key: Hashable) -> np.ndarray:
+        prompt_name, normalize, dimensions = key  # type: ignore[misc]
+        return np.asarray(self.enc.encode(
+            texts, batch_size=self.config.encode_batch_size, normalize=normalize,
+            prompt_name=prompt_name, convert_to="numpy", show_progress=False, truncate_dim=dimensions,
+        ), dtype=np.float32)
+
+    async def embed(self, request: Request, texts: list[str], *, normalize: bool | None = None,
+                    truncate: bool | None = None, prompt_name: str | None = None,
+                    dimensions: int | None = None) -> tuple[np.ndarray, int]:
+        """Vectors for texts through the queue, and the number of tokens they cost.
+
+        `dimensions` keeps the first N (Matryoshka, through the encoder's `truncate_dim`)."""
+        limit = self.config.max_client_batch_size
+        if len(texts) > limit:
+            self.metrics.rejected.labels("too_many_inputs").inc()
+            raise APIError(413, f"{len(texts)} inputs in one request; at most {limit} are accepted", "payload_too_large")
+        full = int(self.enc.dimension)
+        if dimensions is not None and dimensions > full:
+            raise APIError(422, f"dimensions {dimensions} is more than the model's {full}")
+        dimensions = None if dimensions == full else dimensions
+        if dimensions is not None and normalize is None and self.enc.normalizes:
+            # A model that normalizes answers unit vectors at every size, as OpenAI's shortened
+            # embeddings are; a cut alone would not be (sentence-transformers leaves it so).
+            normalize = True
+        timings = request.state.timings
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:  # the tokens of each text with the prompt the encoder will add
+            counts = await loop.run_in_executor(
+                self.tokenizer_pool, functools.partial(self.enc.count_tokens, texts, prompt_name=prompt_name))
+        except ValueError as err:  # an unknown prompt_name
+            raise APIError(422, str(err)) from None
+        timings["tokenization"] = loop.time() - started
+        max_len = int(self.enc.max_seq_length)
+        if not (self.config.auto_truncate if truncate is None else truncate):
+            for i, n in enumerate(counts):
+                if n > max_len:
+                    self.metrics.rejected.labels("input_too_long").inc()
+                    raise APIError(422, f"input {i} has {n} tokens, more than the model's max_seq_length {max_len}; "
+                                        "shorten it or send truncate=true")
+        tokens = [min(int(n), max_len) for n in counts]
+        try:
+            job = await self.batcher.submit(texts, tokens, key=(prompt_name, normalize, dimensions))
+        except QueueFull as err:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise APIError(429, str(err), "queue_full") from None
+        timings["queue"], timings["inference"] = job.queue_time, job.inference_time
+        self.metrics.queue_time.observe(job.queue_time)
+        if not texts:
+            return np.zeros((0, dimensions or full), np.float32), 0
+        return np.stack(job.results), sum(tokens)  # type: ignore[arg-type]
+
+    def info(self) -> dict[str, Any]:
+        c = self.config
+        out: dict[str, Any] = {
+            "model": self.name, "dimension": int(self.enc.dimension),
+            "max_seq_length": int(self.enc.max_seq_length), "normalizes": bool(self.enc.normalizes),
+            "similarity_fn": str(self.enc.similarity_fn_name), "prompts": dict(getattr(self.enc, "prompts", {}) or {}),
+            "limits": {"max_client_batch_size": c.max_client_batch_size, "max_body_bytes": c.max_body_bytes,
+                       "max_batch_tokens": c.max_batch_tokens, "max_queue_items": c.max_queue_items,
+                       "auto_truncate": c.auto_truncate, "batching": c.batching},
+            "auth": c.api_key is not None,
+        }
+        if self.index is not None:
+            with self.index_lock:
+                out["index"] = self.index.info()
+        return out
