@@ -35,6 +35,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))   # measure this checkout, whatever the venv has installed
+from sentembed.model.cpu import cpu  # noqa: E402  (the checkout above, not an installed copy)
+
 FLOP_PER_TOKEN = 175e6
 GEMM = (2048, 768, 3072)
 
@@ -178,12 +180,14 @@ def st_variants(model_dir: Path, cache: Path, batch: int) -> list[Variant]:
         return run(model)
 
     def onnx_qint8():
-        name = "onnx/model_qint8_avx512_vnni.onnx"
+        # The reference publishes one int8 file per CPU class; the VNNI one is garbage elsewhere.
+        config = "avx512_vnni" if cpu().vnni else "avx2"
+        name = f"onnx/model_{'qint8' if cpu().vnni else 'quint8'}_{config}.onnx"
         if not (prepare() / name).is_file():
             from sentence_transformers.backend import export_dynamic_quantized_onnx_model
 
             base, path = load("onnx")
-            export_dynamic_quantized_onnx_model(base, "avx512_vnni", str(path))
+            export_dynamic_quantized_onnx_model(base, config, str(path))
         return run(load("onnx", model_kwargs={"file_name": name})[0])
 
     def ov(config: dict | None = None):
@@ -276,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     report = summarize(variants, sets, tokens, peaks)
     print(render(report, peaks, args))
     if args.json:
-        args.json.write_text(json.dumps({"peaks": peaks, "rows": report}, indent=1))
+        args.json.write_text(json.dumps({"cpu": cpu().to_dict(), "peaks": peaks, "rows": report}, indent=1))
     return 0
 
 
@@ -309,6 +313,7 @@ def render(rows: list[dict], peaks: dict, args) -> str:
     ceilings = {p: peaks[p] * 1e9 / FLOP_PER_TOKEN for p in peaks}
     lines = [
         "",
+        f"CPU: {cpu().describe()}",
         "GEMM peaks here (2048x768x3072): " + ", ".join(f"{p} {peaks[p]:.0f} GFLOP/s (ceiling {ceilings[p]:.0f} tok/s)" for p in peaks),
         "",
         "| set | variant | tokens/s | x ST torch fp32 | max abs delta | mean cos | GFLOP/s | % own ceiling | % bf16 ceil | % int8 ceil |",

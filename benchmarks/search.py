@@ -204,6 +204,10 @@ def main() -> None:
     t = time.perf_counter()
     make_corpus(path, args.n, args.d)
     corpus_bytes = args.n * args.d * 4
+    from sentembed.model.cpu import cpu
+    from sentembed.search.prefilter import bf16_scan_pays
+
+    print(f"CPU: {cpu().describe()}; the index scans {'its bf16 copy' if bf16_scan_pays() else 'fp32'} here")
     print(f"corpus: {args.n:,} x {args.d} unit vectors, {corpus_bytes / 2**30:.2f} GiB memory-mapped "
           f"({time.perf_counter() - t:.0f} s to write); {args.nq} queries, top-{args.k}, {args.threads} threads")
     corpus = np.memmap(path, dtype=np.float32, mode="r", shape=(args.n, args.d))

@@ -93,11 +93,30 @@ def similarity(
     typer.echo(f"{encoder.similarity_fn_name}: {score:.4f}")
 
 
+def _system() -> dict:
+    """The CPU and the kernels chosen for it (no model is loaded)."""
+    import torch
+
+    from .backends.int8 import compile_pays
+    from .model.cpu import choose_dtype, cpu
+    from .search.prefilter import bf16_scan_pays
+
+    return {**cpu().to_dict(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "dtype_auto": choose_dtype("auto"), "int8_compiled": compile_pays(),
+            "index_scan": "bf16 copy, fp32 re-scoring" if bf16_scan_pays() else "fp32"}
+
+
 @app.command()
-def info(model: str = typer.Argument(DEFAULT_MODEL), as_json: bool = typer.Option(False, "--json")) -> None:
-    """Architecture, dimensions, pooling and similarity of a model."""
+def info(model: str = typer.Argument(DEFAULT_MODEL), as_json: bool = typer.Option(False, "--json"),
+         system: bool = typer.Option(False, "--system", help="The CPU and the kernels chosen for it, not a model")) -> None:
+    """Architecture, dimensions, pooling and similarity of a model; or, with --system, of this machine."""
     from .model.pooling import Pooling
 
+    if system:
+        details = _system()
+        typer.echo(json.dumps(details, indent=2) if as_json else
+                   "\n".join(f"{key:>15}: {value}" for key, value in details.items()))
+        return
     encoder = _load(model)
     config = encoder.pipeline.transformer.encoder.config
     pooling = next((m for m in encoder.pipeline if isinstance(m, Pooling)), None)

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .model import MPNet, ModelSettings, SentencePipeline
+from .model.cpu import choose_dtype
 from .model.packing import packed_sentence_embeddings, use_packing
 from .precision import PRECISIONS, quantize
 from .vectors import pairwise_scores, resolve_similarity
@@ -65,9 +66,9 @@ class SentenceEncoder:
             settings.similarity_fn_name = resolve_similarity(settings.similarity_fn_name, source)
         self.name = name
         self.device = torch.device(device or "cpu")
-        self.dtype = dtype or "float32"
+        self.dtype = choose_dtype(dtype, self.device.type)
         if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
+            raise ValueError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}, auto")
         if self.dtype == "float16" and self.device.type == "cpu":
             raise ValueError("float16 is not supported on CPU; use dtype='bfloat16' or a CUDA device")
         self.pipeline.to(self.device, DTYPES[self.dtype])
@@ -301,7 +302,7 @@ def load(name_or_path: str | os.PathLike, device: str | None = None, dtype: str 
     int8 kernels.
 
     >>> model = sentembed.load("all-mpnet-base-v2")
-    >>> fast = sentembed.load("all-mpnet-base-v2", dtype="bfloat16")
+    >>> fast = sentembed.load("all-mpnet-base-v2", dtype="auto")   # bf16 where the CPU has it
     """
     from .model import resolve_model
 

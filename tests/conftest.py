@@ -71,3 +71,15 @@ def tiny_model_factory(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_factory) -> Path:
     return tiny_model_factory()
+
+
+@pytest.fixture
+def avx2_cpu(monkeypatch):
+    """The package chooses kernels as on an AVX2-only CPU (no native bf16, no VNNI), whatever runs the tests."""
+    from sentembed.model import cpu
+
+    monkeypatch.setenv(cpu.OVERRIDE_ENV, "avx2")
+    cpu.cpu.cache_clear()
+    yield cpu.cpu()
+    monkeypatch.delenv(cpu.OVERRIDE_ENV)
+    cpu.cpu.cache_clear()

@@ -9,6 +9,7 @@ module, `(input_ids, attention_mask) -> token_embeddings`) for a runtime that do
               float16 (cuda)
     torch     any                 "int8"     int8 weights, per-token int8 activations, VNNI
     onnx      float32             None/int8  ONNX Runtime on onnx/model.onnx | model_qint8_avx512_vnni.onnx
+                                             (model_quint8_avx2.onnx on CPUs without VNNI)
     openvino  float32/bfloat16    None/int8  OpenVINO on openvino/openvino_model.xml | _qint8_quantized.xml
 
 Files are looked up in the model directory in the reference's published layout; `file_name`
@@ -86,7 +87,7 @@ def _pick_file(path: Path, backend: str, quantize: str | None, file_name: str | 
     """The file to load, or None when the default one must be exported first."""
     if file_name is not None:
         return files.require(path, backend, file_name)
-    default = files.INT8_FILES[backend] if quantize == "int8" else files.DEFAULT_FILES[backend]
+    default = files.int8_file(backend) if quantize == "int8" else files.DEFAULT_FILES[backend]
     return files.find(path, backend, default)
 
 
@@ -96,10 +97,11 @@ def _onnx_encoder(mpnet, path: Path, quantize: str | None, file_name: str | None
     import_onnxruntime()  # the extra's message before any export work
     file = _pick_file(path, "onnx", quantize, file_name)
     if file is not None:
+        files.check_runs_here(file)
         return OnnxEncoder(file, mpnet.config)
     from .onnx_export import export_onnx, quantize_onnx_int8
 
-    wanted = files.INT8_FILES["onnx"] if quantize == "int8" else files.DEFAULT_FILES["onnx"]
+    wanted = files.int8_file("onnx") if quantize == "int8" else files.DEFAULT_FILES["onnx"]
     log.warning("%s has no %s: exporting one for this session (`sentembed export` saves it)", path, wanted)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = files.find(path, "onnx", files.DEFAULT_FILES["onnx"]) or export_onnx(mpnet, Path(tmp) / "model.onnx")
@@ -120,7 +122,7 @@ def _openvino_encoder(mpnet, path: Path, quantize: str | None, file_name: str | 
     from .onnx_export import export_onnx
     from .openvino_export import compress_int8
 
-    wanted = files.INT8_FILES["openvino"] if quantize == "int8" else files.DEFAULT_FILES["openvino"]
+    wanted = files.int8_file("openvino") if quantize == "int8" else files.DEFAULT_FILES["openvino"]
     log.warning("%s has no %s: exporting one for this session (`sentembed export` saves it)", path, wanted)
     fp32 = files.find(path, "openvino", files.DEFAULT_FILES["openvino"])
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,7 +31,7 @@ def export_model(name_or_path: str, fmt: str, out_dir: Path, quantize: str | Non
         # weights, tokenizer, configs: the directory stands on its own
         pipeline.save(out_dir, ModelSettings.load(path))
     mpnet = pipeline.transformer.encoder
-    target = out_dir / (files.INT8_FILES[fmt] if quantize else files.DEFAULT_FILES[fmt])
+    target = out_dir / (files.int8_file(fmt) if quantize else files.DEFAULT_FILES[fmt])
     fp32 = files.find(out_dir, fmt, files.DEFAULT_FILES[fmt])
     if fmt == "onnx":
         from .onnx_export import export_onnx, quantize_onnx_int8

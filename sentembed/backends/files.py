@@ -1,7 +1,8 @@
 """Where exported models live in a model directory: the reference's published layout.
 
     model/onnx/model.onnx                             ONNX, fp32
-    model/onnx/model_qint8_avx512_vnni.onnx           ONNX, dynamic int8 (ONNX Runtime)
+    model/onnx/model_qint8_avx512_vnni.onnx           ONNX, dynamic int8 (ONNX Runtime), VNNI CPUs
+    model/onnx/model_quint8_avx2.onnx                 ONNX, dynamic uint8 weights, CPUs without VNNI
     model/openvino/openvino_model.xml (+ .bin)        OpenVINO IR, fp32 weights
     model/openvino/openvino_model_qint8_quantized.xml OpenVINO IR, int8 (NNCF)
 
@@ -12,14 +13,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..model.cpu import cpu
+
 FOLDERS = {"onnx": "onnx", "openvino": "openvino"}
 SUFFIXES = {"onnx": ".onnx", "openvino": ".xml"}
 DEFAULT_FILES = {"onnx": "onnx/model.onnx", "openvino": "openvino/openvino_model.xml"}
 INT8_FILES = {"onnx": "onnx/model_qint8_avx512_vnni.onnx", "openvino": "openvino/openvino_model_qint8_quantized.xml"}
+# ONNX Runtime's int8 x int8 products saturate on CPUs without VNNI: the VNNI file gives
+# vectors unrelated to fp32 there (mean cosine 0.016, measured on a Zen 3). uint8 weights do not.
+ONNX_INT8_NO_VNNI = "onnx/model_quint8_avx2.onnx"
 INPUT_NAMES = ("input_ids", "attention_mask")
 # The published files name their output as optimum's feature-extraction export does.
 OUTPUT_NAME = "last_hidden_state"
 EXTRAS = {"onnx": "pip install 'sentembed[onnx]'", "openvino": "pip install 'sentembed[openvino]'"}
+
+
+def int8_file(backend: str) -> str:
+    """The int8 file to load or export for this CPU: the reference's published name for its class."""
+    if backend == "onnx" and not cpu().vnni:
+        return ONNX_INT8_NO_VNNI
+    return INT8_FILES[backend]
+
+
+def check_runs_here(path: Path) -> None:
+    """Refuse an ONNX file quantized for VNNI on a CPU without it, instead of returning garbage."""
+    if "avx512_vnni" in path.name and not cpu().vnni:
+        raise ValueError(f"{path} is quantized for VNNI CPUs (int8 weights) and gives wrong vectors on this one "
+                         f"({cpu().describe()}); use {ONNX_INT8_NO_VNNI} (`sentembed export --quantize int8` "
+                         "writes it here) or backend='openvino'")
 
 
 def available(model_dir: Path, backend: str) -> list[str]:

@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 
 from ..io import atomic_write, move_into_place
-from ..model.mpnet import MPNet, stock_linear
+from ..model.cpu import cpu
+from ..model.kernels import stock_kernels
+from ..model.mpnet import MPNet
 from .files import INPUT_NAMES, OUTPUT_NAME
 
 OPSET = 17
@@ -44,7 +46,7 @@ def export_onnx(model: MPNet, out: Path) -> Path:
             "attention_mask": {0: "batch_size", 1: "sequence_length"},
             OUTPUT_NAME: {0: "batch_size", 1: "sequence_length"}}
     try:
-        with stock_linear(), torch.no_grad(), tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        with stock_kernels(), torch.no_grad(), tempfile.TemporaryDirectory(dir=out.parent) as tmp:
             # The TorchScript exporter: no onnxscript needed, and dynamic axes are plain.
             staged = Path(tmp) / "model.onnx"
             torch.onnx.export(model, (ids, mask), str(staged), input_names=list(INPUT_NAMES),
@@ -60,18 +62,21 @@ def export_onnx(model: MPNet, out: Path) -> Path:
     return out
 
 
-def quantize_onnx_int8(src: Path, out: Path) -> Path:
-    """ONNX Runtime dynamic int8 (per-channel weights, per-tensor dynamic activations), the
-    recipe of the reference's model_qint8_avx512_vnni.onnx."""
+def quantize_onnx_int8(src: Path, out: Path, vnni: bool | None = None) -> Path:
+    """ONNX Runtime dynamic int8 (per-channel weights, per-tensor dynamic activations): int8
+    weights for VNNI CPUs (the reference's model_qint8_avx512_vnni.onnx), uint8 weights
+    elsewhere (its model_quint8_avx2.onnx), where int8 x int8 products saturate.
+    `vnni` defaults to this CPU's."""
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as err:
         raise ImportError("int8 ONNX needs onnxruntime: pip install 'sentembed[onnx]'") from err
+    vnni = cpu().vnni if vnni is None else vnni
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         staged = Path(tmp) / out.name
         quantize_dynamic(str(src), str(staged), op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
-                         reduce_range=False, weight_type=QuantType.QInt8)
+                         reduce_range=False, weight_type=QuantType.QInt8 if vnni else QuantType.QUInt8)
         move_into_place(staged, out)
     return out

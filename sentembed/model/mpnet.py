@@ -8,16 +8,15 @@ model saved here loads there and the other way round.
     model = MPNet(config)
     hidden = model(input_ids, attention_mask)            # (batch, seq, hidden)
 
-Batches with much padding run unpadded (``Unpadded``): Linear, LayerNorm, GELU and dropout
-see only the real tokens, and attention alone gets the padded layout back. Sequences packed
-into one row run through ``MPNet.forward_packed``, with an attention that packing.py builds
-(block-diagonal, the relative bias added inside).
+Every layer takes the hidden states and one ``AttentionMask``: who attends to whom, with the
+relative position bias. Batches with much padding run unpadded (the mask carries where the
+real tokens sit); packed rows bring their own mask (packing.py); the CPU kernels are in
+kernels.py.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
 import torch
@@ -25,9 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-# (q, k, v) -> context, each (batch, heads, length, head_dim): what a packed batch passes
-# to the layers in place of the additive bias tensor.
-AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+from .kernels import Linear, Unpadded, onednn_linear
 
 
 @dataclass
@@ -68,92 +65,6 @@ class MPNetConfig:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out.update(model_type="mpnet", architectures=["MPNetModel"])
         return out
-
-
-def _onednn_linear_available() -> bool:
-    try:
-        x = torch.zeros(1, 2)
-        torch.ops.mkldnn._linear_pointwise(x, torch.zeros(3, 2), torch.zeros(3), "none", [], "")
-        return True
-    except (AttributeError, RuntimeError):
-        return False
-
-
-_ONEDNN_LINEAR = _onednn_linear_available()
-# padded batches run unpadded where worth it (Unpadded.worth_it); export turns this off
-_UNPAD = True
-
-
-@contextlib.contextmanager
-def stock_linear() -> Iterator[None]:
-    """Run every Linear through F.linear and keep batches padded, for tracing and export:
-    oneDNN ops have no ONNX form, and unpadding's nonzero() has no static shape."""
-    global _ONEDNN_LINEAR, _UNPAD
-    saved, _ONEDNN_LINEAR, _UNPAD = (_ONEDNN_LINEAR, _UNPAD), False, False
-    try:
-        yield
-    finally:
-        _ONEDNN_LINEAR, _UNPAD = saved
-
-
-def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                  activation: str = "none") -> torch.Tensor | None:
-    """x @ weight.T + bias (then GELU when asked) through oneDNN, or None where it does not apply.
-
-    On AVX-512 CPUs oneDNN's fp32 GEMM is 1.3-1.8x faster than MKL's, which F.linear uses,
-    at the same precision, and it fuses the GELU into the GEMM. Training and other devices
-    take the stock path."""
-    if not (
-        _ONEDNN_LINEAR
-        and x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.bfloat16)
-        and x.dtype == weight.dtype
-        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-    ):
-        return None
-    flat = x.reshape(-1, x.shape[-1])
-    out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, activation, [], "none" if activation == "gelu" else "")
-    return out.view(*x.shape[:-1], out.shape[-1])
-
-
-class Linear(nn.Linear):
-    """nn.Linear whose CPU inference runs through oneDNN (see onednn_linear)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = onednn_linear(x, self.weight, self.bias)
-        return F.linear(x, self.weight, self.bias) if out is None else out
-
-
-class Unpadded:
-    """Where the real tokens of a padded batch sit, so per-token work skips the padding.
-
-    Random training batches of short texts are about half padding (Quora pairs: 879 real
-    tokens of 1,796). Every layer but attention works token by token, so it runs on
-    (tokens, hidden); attention scatters its q, k, v back to (batch, length) and gathers its
-    output again. Padding rows of the result are zeros, which pooling masks anyway."""
-
-    # below this share of padding the gathers and scatters cost more than they save
-    MIN_PADDING = 0.1
-
-    def __init__(self, attention_mask: torch.Tensor):
-        self.batch, self.length = attention_mask.shape
-        self.index = attention_mask.reshape(-1).nonzero().squeeze(1)
-
-    @classmethod
-    def worth_it(cls, attention_mask: torch.Tensor) -> "Unpadded | None":
-        if not _UNPAD or attention_mask.dim() != 2:
-            return None
-        real = int(attention_mask.count_nonzero())
-        return cls(attention_mask) if real < (1 - cls.MIN_PADDING) * attention_mask.numel() else None
-
-    def gather(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, length, ...) -> (tokens, ...)"""
-        return x.reshape(self.batch * self.length, *x.shape[2:]).index_select(0, self.index)
-
-    def scatter(self, x: torch.Tensor) -> torch.Tensor:
-        """(tokens, ...) -> (batch, length, ...), zeros at the padding"""
-        full = x.new_zeros(self.batch * self.length, *x.shape[1:]).index_copy(0, self.index, x)
-        return full.view(self.batch, self.length, *x.shape[1:])
 
 
 class Embeddings(nn.Module):
@@ -202,6 +113,23 @@ def padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tens
     return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
 
+class AttentionMask:
+    """Which keys each query sees, and the additive bias on its scores: over the padded
+    layout, (batch, heads or 1, length, length) of relative position bias plus padding.
+
+    `unpad`, when set, says where the real tokens of the padded batch sit: the layers then
+    run on (tokens, hidden) and attention alone gets the padded layout back. packing.py's
+    PackedMask, for sequences packed into one row, overrides `attend`."""
+
+    def __init__(self, bias: torch.Tensor | None, unpad: Unpadded | None = None):
+        self.bias = bias
+        self.unpad = unpad
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+        """(batch, heads, length, head_dim) each -> the context, same shape."""
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias, dropout_p=dropout_p)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: MPNetConfig):
         super().__init__()
@@ -226,22 +154,17 @@ class SelfAttention(nn.Module):
             self._fused = (key, torch.cat([p.weight for p in parts]), torch.cat([p.bias for p in parts]))
         return self._fused[1], self._fused[2]
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | AttentionFn, unpad: Unpadded | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
         qkv = None if self.training else onednn_linear(x, *self._qkv_weights())
         if qkv is None:
             qkv = torch.cat([self.q(x), self.k(x), self.v(x)], dim=-1)
-        if unpad is not None:
-            qkv = unpad.scatter(qkv)
+        if mask.unpad is not None:
+            qkv = mask.unpad.scatter(qkv)
         batch, length, hidden = qkv.shape[0], qkv.shape[1], x.shape[-1]
         q, k, v = qkv.view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        if callable(bias):  # a packed row: block-diagonal attention with the bias inside
-            context = bias(q, k, v)
-        else:
-            context = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=bias, dropout_p=self.dropout_p if self.training else 0.0,
-            )
+        context = mask.attend(q, k, v, self.dropout_p if self.training else 0.0)
         context = context.transpose(1, 2).reshape(batch, length, hidden)
-        return self.o(context if unpad is None else unpad.gather(context))
+        return self.o(context if mask.unpad is None else mask.unpad.gather(context))
 
 
 class Attention(nn.Module):
@@ -251,8 +174,8 @@ class Attention(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | AttentionFn, unpad: Unpadded | None = None) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.attn(x, bias, unpad)) + x)
+    def forward(self, x: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.attn(x, mask)) + x)
 
 
 class Intermediate(nn.Module):
@@ -283,9 +206,17 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(config)
         self.output = Output(config)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | AttentionFn, unpad: Unpadded | None = None) -> torch.Tensor:
-        x = self.attention(x, bias, unpad)
+    def forward(self, x: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
+        x = self.attention(x, mask)
         return self.output(self.intermediate(x), x)
+
+
+def run_layers(layers: Iterable[nn.Module], x: torch.Tensor, mask: AttentionMask,
+               checkpointing: bool = False) -> torch.Tensor:
+    """The layer stack, for every path (padded, unpadded, packed, int8): x -> layer(x, mask)."""
+    for layer in layers:
+        x = checkpoint(layer, x, mask, use_reentrant=False) if checkpointing else layer(x, mask)
+    return x
 
 
 class Encoder(nn.Module):
@@ -301,19 +232,17 @@ class Encoder(nn.Module):
         position = torch.arange(length, device=self.relative_attention_bias.weight.device)
         buckets = relative_position_bucket(position[None, :] - position[:, None], self.num_buckets)
         # Contiguous: CUDA's fused attention kernels take a mask only if its last dimension has
-        # stride 1. The permuted view has stride `heads` there, which sent every CUDA batch to
-        # SDPA's math path (about 2x slower on SciFact documents, measured on an H100).
+        # stride 1 (a strided one sent every CUDA batch to SDPA's slower math path).
         return self.relative_attention_bias(buckets).permute(2, 0, 1).contiguous().unsqueeze(0)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor, unpad: Unpadded | None = None) -> torch.Tensor:
-        """x: (batch, length, hidden), or (tokens, hidden) with `unpad` saying where they sit."""
-        bias = self.position_bias(attention_mask.shape[1]).to(x.dtype) + padding_bias(attention_mask, x.dtype)
-        for layer in self.layer:
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(layer, x, bias, unpad, use_reentrant=False)
-            else:
-                x = layer(x, bias, unpad)
-        return x
+    def mask(self, attention_mask: torch.Tensor, dtype: torch.dtype, unpad: Unpadded | None = None) -> AttentionMask:
+        bias = self.position_bias(attention_mask.shape[1]).to(dtype) + padding_bias(attention_mask, dtype)
+        return AttentionMask(bias, unpad)
+
+    def forward(self, x: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
+        """x: (batch, length, hidden), or (tokens, hidden) when the mask unpads."""
+        checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        return run_layers(self.layer, x, mask, checkpointing)
 
 
 class MPNet(nn.Module):
@@ -348,17 +277,15 @@ class MPNet(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         unpad = Unpadded.worth_it(attention_mask)
         if unpad is None:
-            return self.encoder(self.embeddings(input_ids), attention_mask)
+            x = self.embeddings(input_ids)
+            return self.encoder(x, self.encoder.mask(attention_mask, x.dtype))
         positions = self.embeddings.position_ids(input_ids)
         x = self.embeddings(unpad.gather(input_ids), unpad.gather(positions))
-        return unpad.scatter(self.encoder(x, attention_mask, unpad))
+        return unpad.scatter(self.encoder(x, self.encoder.mask(attention_mask, x.dtype, unpad)))
 
-    def forward_packed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention: AttentionFn) -> torch.Tensor:
-        """Inference over sequences packed into one row, (1, tokens) in, (1, tokens, hidden) out.
+    def forward_packed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
+        """Sequences packed into one row, (1, tokens) in, (1, tokens, hidden) out.
 
-        position_ids restart at padding_idx + 1 for every sequence; `attention` keeps each
-        token within its own sequence and adds the relative bias (packing.packed_attention)."""
-        x = self.embeddings(input_ids, position_ids)
-        for layer in self.encoder.layer:
-            x = layer(x, attention)
-        return x
+        position_ids restart at padding_idx + 1 for every sequence; `mask` keeps each token
+        within its own sequence and adds the relative bias (packing.PackedMask)."""
+        return self.encoder(self.embeddings(input_ids, position_ids), mask)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .mpnet import AttentionFn, MPNet, relative_position_bucket
+from .mpnet import AttentionMask, MPNet, relative_position_bucket
 from .pipeline import SentencePipeline
 from .pooling import Pooling
 
@@ -109,7 +109,19 @@ def use_packing(device: torch.device | str) -> bool:
             and os.environ.get("SENTEMBED_PACKING", "0") in ("1", "true", "yes"))
 
 
-def packed_attention(model: MPNet, packed: PackedBatch, compiled: bool | None = None) -> AttentionFn:
+class PackedMask(AttentionMask):
+    """Block-diagonal attention over a packed row (a token sees only its own sequence), the
+    relative position bias added inside FlexAttention."""
+
+    def __init__(self, run: Callable, score_mod: Callable, block_mask):
+        super().__init__(bias=None)
+        self.run, self.score_mod, self.block_mask = run, score_mod, block_mask
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+        return self.run(q, k, v, score_mod=self.score_mod, block_mask=self.block_mask)
+
+
+def packed_attention(model: MPNet, packed: PackedBatch, compiled: bool | None = None) -> PackedMask:
     """Block-diagonal attention with the relative position bias, built once for all layers.
 
     compiled: torch.compile'd FlexAttention (None: on CUDA only); else the eager version."""
@@ -134,11 +146,7 @@ def packed_attention(model: MPNet, packed: PackedBatch, compiled: bool | None = 
 
     width = seq_ids.shape[0]
     block_mask = create_block_mask(same_sequence, None, None, width, width, device=weight.device, _compile=compiled)
-    run = _flex(compiled)
-
-    def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return run(q, k, v, score_mod=score_mod, block_mask=block_mask)
-    return attention
+    return PackedMask(_flex(compiled), score_mod, block_mask)
 
 
 def _flex(compiled: bool) -> Callable:

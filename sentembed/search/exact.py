@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 
+from . import prefilter
 from .prefilter import Bound, Shadow, bf16_scores
 from ..vectors import as_matrix, prepare_queries, resolve_similarity, score_chunk, topk
 
@@ -225,8 +226,8 @@ def topk_blocks(
     """Exact top-k of `queries` over corpus `blocks` (`Block`s or (first_row, matrix) pairs).
 
     `n_rows` is the total number of corpus rows; rows where `exclude` is True are never
-    returned. For "dot", blocks with a bf16 shadow are scanned in bf16 and only the rows that
-    can still be in the top k are re-scored in fp32 (see `prefilter.py`): the result is the
+    returned. For "dot", blocks with a bf16 shadow are scanned in bf16 where that is faster on this
+    CPU, and only the rows that can still be in the top k are re-scored in fp32 (see `prefilter.py`): the result is the
     same as scanning in fp32. The building block of `semantic_search` and of the index.
     """
     if top_k <= 0:
@@ -238,7 +239,8 @@ def topk_blocks(
     if nq == 0 or k <= 0:
         return TopK(np.zeros((nq, 0), np.float32), np.zeros((nq, 0), np.int64))
     qc, cc = _chunk_sizes(nq, query_chunk_size, corpus_chunk_size)
-    shadows = [b.shadow for b in blocks if b.shadow is not None] if similarity == "dot" else []
+    use_shadows = similarity == "dot" and prefilter.bf16_scan_pays()
+    shadows = [b.shadow for b in blocks if b.shadow is not None] if use_shadows else []
     prepared, trackers = [], []
     for s in range(0, nq, qc):
         q, extra = prepare_queries(queries[s : s + qc], similarity)

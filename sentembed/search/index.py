@@ -39,6 +39,7 @@ from .chunking import Chunker
 from .exact import Block, topk_blocks
 from .documents import check_documents
 from .lexical import match_expression
+from . import prefilter
 from .prefilter import Shadow, read_shadow, write_shadow
 from .store import Catalog, Segment, Snapshot, fsync_dir, open_segment, read_rows, write_atomic
 
@@ -240,6 +241,8 @@ class Index:
         return m
 
     def _shadow(self, seg: Segment) -> Shadow | None:
+        if not prefilter.bf16_scan_pays():  # this CPU scans fp32 faster: the copy is never read
+            return None
         if seg.file not in self._shadows:
             self._shadows[seg.file] = read_shadow(self.path / _shadow_file(seg.file), seg.n_rows, self.dimension)
         return self._shadows[seg.file]

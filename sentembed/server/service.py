@@ -12,6 +12,7 @@ from typing import Any, Hashable
 import numpy as np
 from fastapi import Request
 
+from sentembed.model.cpu import cpu
 from sentembed.server.batcher import Batcher, QueueFull
 from sentembed.server.limits import APIError, ServerConfig
 from sentembed.server.metrics import Metrics
@@ -113,6 +114,7 @@ class Service:
                        "max_batch_tokens": c.max_batch_tokens, "max_queue_items": c.max_queue_items,
                        "auto_truncate": c.auto_truncate, "batching": c.batching},
             "auth": c.api_key is not None,
+            "dtype": str(self.enc.dtype), "cpu": cpu().to_dict(),
         }
         if self.index is not None:
             with self.index_lock:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import sentembed
-from sentembed.backends import check_choices
+from sentembed.backends import check_choices, files
 
 TEXTS = ["A man is playing a guitar.", "The weather is lovely today, isn't it?", "short",
          "A much longer sentence, with commas, numbers like 1234 and words the tokenizer splits apart."]
@@ -50,7 +50,7 @@ def _has(module: str) -> bool:
 
 def test_published_layout(exported):
     assert (exported / "onnx" / "model.onnx").is_file()
-    assert (exported / "onnx" / "model_qint8_avx512_vnni.onnx").is_file()
+    assert (exported / files.int8_file("onnx")).is_file()  # the file for this CPU's class
     assert (exported / "openvino" / "openvino_model.xml").is_file()
     assert (exported / "openvino" / "openvino_model.bin").is_file()
     assert (exported / "modules.json").is_file()  # a full model directory, loadable on its own
@@ -85,8 +85,8 @@ def test_missing_default_file_is_exported_on_the_fly(tiny_model, tiny_fp32, back
 
 
 @pytest.mark.parametrize("backend,file_name", [
-    ("onnx", "onnx/model_qint8_avx512_vnni.onnx"),
-    ("onnx", "model_qint8_avx512_vnni.onnx"),          # a bare name is looked up in onnx/
+    ("onnx", files.int8_file("onnx")),
+    ("onnx", files.int8_file("onnx").split("/")[-1]),  # a bare name is looked up in onnx/
     ("openvino", "openvino/openvino_model.xml"),
 ])
 def test_file_name_picks_a_file(exported, tiny_fp32, backend, file_name):

@@ -84,5 +84,7 @@ def test_cli_embeds_and_builds_an_index(corpus, tiny_model, tiny_encoder, tmp_pa
 
     hits = Index.open(index, enc=tiny_encoder).search("A man is playing a flute.", top_k=1)
     ids, vectors = read_embeddings(out)
-    want = ids[int(np.argmax(vectors @ tiny_encoder.encode("A man is playing a flute.")))]
-    assert hits[0].id == want
+    scores = vectors @ tiny_encoder.encode("A man is playing a flute.")
+    # Scores, not ids: the corpus holds repeated sentences, and either copy is a right answer.
+    assert abs(hits[0].score - scores.max()) <= 1e-5
+    assert scores[list(ids).index(hits[0].id)] >= scores.max() - 1e-5

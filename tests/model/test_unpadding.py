@@ -1,4 +1,4 @@
-"""Batches with much padding run unpadded (mpnet.Unpadded): the same vectors as
+"""Batches with much padding run unpadded (kernels.Unpadded): the same vectors as
 sentence-transformers on the padded batch, and the same gradients as our padded path."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import sentembed
-from sentembed.model import mpnet
+from sentembed.model import kernels, mpnet
 
 # one long text among short ones: most of the padded batch is padding
 TEXTS = ["Hi", "word " * 60, "A man is playing a guitar.", "x", "Das ist ein längerer deutscher Satz."]
@@ -23,8 +23,8 @@ def pair(request, tiny_model_factory):
 def test_padded_batch_runs_unpadded(pair):
     ours, _ = pair
     mask = ours.tokenize(TEXTS)["attention_mask"]
-    assert mpnet.Unpadded.worth_it(mask) is not None
-    assert mpnet.Unpadded.worth_it(torch.ones_like(mask)) is None   # nothing to skip
+    assert kernels.Unpadded.worth_it(mask) is not None
+    assert kernels.Unpadded.worth_it(torch.ones_like(mask)) is None   # nothing to skip
 
 
 def test_unpadded_equals_reference(pair):
@@ -39,7 +39,7 @@ def test_unpadded_equals_reference(pair):
 
 
 def gradients(enc, monkeypatch, unpad: bool, checkpointing: bool = False) -> dict[str, torch.Tensor]:
-    monkeypatch.setattr(mpnet, "_UNPAD", unpad)
+    monkeypatch.setattr(kernels.KERNELS, "unpad", unpad)
     model = enc.pipeline
     model.zero_grad(set_to_none=True)
     model.transformer.encoder.gradient_checkpointing = checkpointing

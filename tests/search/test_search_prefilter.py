@@ -15,6 +15,15 @@ from sentembed.search.prefilter import Bound, Shadow, bf16_scores, to_bf16
 from support import HashEncoder
 
 
+@pytest.fixture(autouse=True, scope="module")
+def bf16_scan():
+    """These tests are about the bf16 scan and its bound: run it on every CPU, even where the
+    index would choose the fp32 scan for speed (CPUs without native bf16)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sentembed.search.prefilter.bf16_scan_pays", lambda: True)
+        yield
+
+
 def _shadowed(c: np.ndarray) -> Block:
     bits, norm, err = to_bf16(c)
     return Block(0, c, Shadow(bits, norm, err))
