@@ -236,7 +236,19 @@ def _register_subcommands() -> None:
         module.register(app)
 
 
+def _index_retriever(**options):
+    """A search index's retriever, built when `eval retrieval --mode` runs."""
+    from .search.retriever import IndexRetriever
+
+    return IndexRetriever(**options)
+
+
 _register_subcommands()
+# `eval retrieval --mode` joins two uses (evaluation measures what a search index returns), so
+# this command line, above both, hands evaluation the index's retriever.
+from .evaluation import cli as _evaluation_cli  # noqa: E402
+
+_evaluation_cli.index_retriever = _index_retriever
 
 
 def main() -> None:

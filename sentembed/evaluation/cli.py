@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 
@@ -28,6 +28,9 @@ def _report(name: str, model: str, result: dict, primary: str, seconds: float, o
 
 # How to load the model, set once for every eval command (sentembed eval --dtype bfloat16 sts ...).
 _load_options: dict = {}
+# `eval retrieval --mode` measures a search index; evaluation does not import search, so the
+# top-level command line, which joins the two, sets this to sentembed.search's IndexRetriever.
+index_retriever: Optional[Callable[..., Any]] = None
 
 
 def _run(evaluator, model: str, batch_size: int) -> tuple[dict, float]:
@@ -70,17 +73,32 @@ def register(app: typer.Typer) -> None:
                   k: str = typer.Option("1,3,5,10,100,1000", help="Cut-offs, comma separated."),
                   batch_size: int = 32, limit_queries: Optional[int] = typer.Option(None, help="Evaluate the first N judged queries only."),
                   save_embeddings: Optional[Path] = typer.Option(None, help="Also save query and corpus embeddings (.npz) here."),
+                  mode: Optional[str] = typer.Option(None, help="dense | lexical | hybrid: rank through a temporary "
+                                                     "search index (default: exact dense ranking of whole texts)"),
+                  alpha: Optional[float] = typer.Option(None, help="hybrid: weigh normalised scores, dense alpha : lexical 1-alpha (default: RRF)"),
+                  chunk_tokens: str = typer.Option("auto", help="--mode: passage window in tokens, 'auto' (fits the model) or 'none'"),
+                  chunk_overlap: Optional[int] = typer.Option(None, help="--mode: tokens shared by consecutive windows (default: a sixth)"),
                   output: Optional[Path] = typer.Option(None, "--output", "-o")) -> None:
         """BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv): nDCG, MRR, MAP, Recall, P, accuracy @k."""
         from .retrieval import RetrievalEvaluator
 
-        e = RetrievalEvaluator.from_beir(path, split=split, k_values=[int(x) for x in k.split(",")], show_progress=True)
+        retriever = None
+        if mode is not None:
+            if index_retriever is None:
+                raise typer.BadParameter("--mode needs sentembed.search (run this through the `sentembed` command)")
+            tokens = None if chunk_tokens == "none" else chunk_tokens if chunk_tokens == "auto" else int(chunk_tokens)
+            try:
+                retriever = index_retriever(mode=mode, alpha=alpha, chunk_tokens=tokens, chunk_overlap=chunk_overlap)
+            except ValueError as err:
+                raise typer.BadParameter(str(err)) from None
+        e = RetrievalEvaluator.from_beir(path, split=split, k_values=[int(x) for x in k.split(",")], show_progress=True,
+                                         retriever=retriever)
         if limit_queries:
             keep = list(e.qrels)[:limit_queries]
             e.qrels = {q: e.qrels[q] for q in keep}
             e.queries = {q: e.queries[q] for q in keep}
         result, secs = _run(e, model, batch_size)
-        if save_embeddings:
+        if save_embeddings and e.last_embeddings:
             import numpy as np
 
             np.savez(save_embeddings, queries=e.last_embeddings[0], corpus=e.last_embeddings[1],

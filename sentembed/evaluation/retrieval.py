@@ -1,8 +1,9 @@
-"""Retrieval evaluation: embed queries and corpus, rank exactly, score with trec_eval metrics."""
+"""Retrieval evaluation: embed queries and corpus, rank exactly (or through a given retriever,
+such as a search index), score with trec_eval metrics."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from ..vectors import topk
 from .base import encode, similarity_name
@@ -15,6 +16,8 @@ class RetrievalEvaluator:
 
     Keys look like "ndcg@10", "mrr@10", "recall@100"; `primary_metric` is "ndcg@10".
     Queries are embedded with the model's query prompt, documents with its document prompt.
+    `retriever(enc, queries, corpus, k) -> {query id: {doc id: score}}` replaces that exact
+    ranking (sentembed.search.retriever.IndexRetriever measures what an index returns).
 
     >>> ev = RetrievalEvaluator.from_beir("../shared/data/scifact", split="test")  # doctest: +SKIP
     >>> ev(sentembed.load("all-mpnet-base-v2"))["ndcg@10"]                       # doctest: +SKIP
@@ -24,7 +27,8 @@ class RetrievalEvaluator:
     def __init__(self, queries: Mapping[str, str], corpus: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]],
                  k_values: Iterable[int] = (1, 3, 5, 10, 100, 1000), batch_size: int = 32,
                  score: str | None = None, ignore_identical_ids: bool = False, name: str = "retrieval",
-                 show_progress: bool | None = None, primary_metric: str = "ndcg@10") -> None:
+                 show_progress: bool | None = None, primary_metric: str = "ndcg@10",
+                 retriever: Callable[..., dict[str, dict[str, float]]] | None = None) -> None:
         if not corpus:
             raise ValueError("the corpus is empty")
         if not qrels:
@@ -41,6 +45,7 @@ class RetrievalEvaluator:
         self.batch_size, self.score, self.name = batch_size, score, name
         self.ignore_identical_ids, self.show_progress = ignore_identical_ids, show_progress
         self.primary_metric = primary_metric
+        self.retriever = retriever
         self.last_run: dict[str, dict[str, float]] = {}
         self.last_embeddings: tuple = ()
 
@@ -50,6 +55,13 @@ class RetrievalEvaluator:
         return cls(data.queries, data.corpus, data.qrels, name=kw.pop("name", f"{Path(folder).name}-{split}"), **kw)
 
     def __call__(self, enc: Any) -> dict[str, float]:
+        if self.retriever is not None:
+            k = max(self.k_values) + (1 if self.ignore_identical_ids else 0)
+            run = self.retriever(enc, self.queries, self.corpus, k)
+            if self.ignore_identical_ids:
+                run = {q: {d: s for d, s in hits.items() if d != q} for q, hits in run.items()}
+            self.last_run = run
+            return retrieval_metrics(run, self.qrels, self.k_values)
         qids, dids = list(self.queries), list(self.corpus)
         q = encode(enc, [self.queries[i] for i in qids], "query", self.batch_size, self.show_progress)
         c = encode(enc, [self.corpus[i] for i in dids], "document", self.batch_size, self.show_progress)

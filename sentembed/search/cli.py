@@ -1,4 +1,4 @@
-"""CLI: `sentembed index create|add|search|delete|info`, `search`, `mine`, `cluster`, `tag`.
+"""CLI: `sentembed index create|add|search|delete|info|upgrade`, `search`, `mine`, `cluster`, `tag`.
 
 Heavy imports (torch, the model, faiss) happen inside the commands, so `sentembed --help`
 stays fast.
@@ -14,6 +14,18 @@ import typer
 DEFAULT_MODEL = "all-mpnet-base-v2"
 ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name or Sentence Transformers directory.")
 OutputOpt = typer.Option(None, "--output", "-o", help="Write the result as JSON to this file.")
+ModeOpt = typer.Option(None, "--mode", help="dense | lexical | hybrid (default: the index's)")
+AlphaOpt = typer.Option(None, "--alpha", help="hybrid: weigh normalised scores, dense alpha : lexical 1-alpha (default: RRF)")
+
+
+def chunk_tokens_option(value: str) -> int | str | None:
+    """--chunk-tokens: 'auto', 'none' or a number of tokens."""
+    if value in ("auto", "none"):
+        return None if value == "none" else value
+    try:
+        return int(value)
+    except ValueError:
+        raise typer.BadParameter(f"--chunk-tokens takes 'auto', 'none' or a number, got {value!r}") from None
 
 
 def read_texts(path: Path, text_field: str = "text", id_field: str | None = None) -> tuple[list[str], list[str] | None, list[dict] | None]:
@@ -86,11 +98,18 @@ def register(app: typer.Typer) -> None:
     @index_app.command("create")
     def index_create(path: Path, model: str = ModelOpt,
                      kind: str = typer.Option("exact", help="exact | hnsw | ivfpq"),
-                     params: str = typer.Option("{}", help='JSON tuning, e.g. \'{"ef_search": 256}\'')) -> None:
+                     params: str = typer.Option("{}", help='JSON tuning, e.g. \'{"ef_search": 256}\''),
+                     chunk_tokens: str = typer.Option("auto", help="Passage window in tokens: 'auto' (fits the model), "
+                                                      "'none' (whole texts) or a number"),
+                     chunk_overlap: Optional[int] = typer.Option(None, help="Tokens consecutive windows share (default: a sixth)")) -> None:
         """Create an empty index at PATH for MODEL."""
         from .index import Index
 
-        idx = Index.create(path, _load(model), kind=kind, **json.loads(params))
+        try:
+            idx = Index.create(path, _load(model), kind=kind, chunk_tokens=chunk_tokens_option(chunk_tokens),
+                               chunk_overlap=chunk_overlap, **json.loads(params))
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from None
         typer.echo(table([[k, v] for k, v in idx.info().items() if k != "params"], ["field", "value"]))
 
     @index_app.command("add")
@@ -99,6 +118,7 @@ def register(app: typer.Typer) -> None:
         """Embed and add the texts of FILE (.jsonl objects or one text a line); commits every --batch texts."""
         from tqdm import tqdm
 
+        from ..encoder import encode_as
         from .index import Index
 
         idx = Index.open(path)
@@ -106,7 +126,9 @@ def register(app: typer.Typer) -> None:
         with tqdm(total=len(texts), desc="add", unit="text", disable=len(texts) < 100) as bar:
             for s in range(0, len(texts), batch):
                 part = texts[s : s + batch]
-                vecs = idx.encoder.encode_document(part, batch_size=batch_size) if hasattr(idx.encoder, "encode_document") else None
+                spans = idx.chunk(part)
+                passages = [t[a:b] for t, doc in zip(part, spans) for a, b in doc]
+                vecs = encode_as(idx.encoder, passages, "document", batch_size=batch_size)
                 idx.add(part, ids[s : s + batch] if ids else None, metas[s : s + batch] if metas else None, vectors=vecs)
                 bar.update(len(part))
         typer.echo(f"{len(texts)} added; the index holds {len(idx)}")
@@ -114,13 +136,25 @@ def register(app: typer.Typer) -> None:
     @index_app.command("search")
     def index_search(path: Path, query: str, top_k: int = typer.Option(10, "--top-k", "-k"),
                      where: Optional[str] = typer.Option(None, help='JSON metadata filter, e.g. \'{"lang": "en"}\''),
+                     mode: Optional[str] = ModeOpt, alpha: Optional[float] = AlphaOpt,
                      output: Optional[Path] = OutputOpt) -> None:
-        """Search the index at PATH for QUERY."""
+        """Search the index at PATH for QUERY; each hit shows the passage that matched."""
         from .index import Index
 
         idx = Index.open(path)
-        hits = idx.search(query, top_k=top_k, where=json.loads(where) if where else None)
+        try:
+            hits = idx.search(query, top_k=top_k, where=json.loads(where) if where else None, mode=mode, alpha=alpha)
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from None
         _print_hits(hits, output)
+
+    @index_app.command("upgrade")
+    def index_upgrade(path: Path) -> None:
+        """Give an index made before lexical search its lexical table (one atomic commit)."""
+        from .index import Index
+
+        done = Index.open(path).upgrade(show_progress=True)
+        typer.echo(f"{path}: lexical table built" if done else f"{path}: already up to date")
 
     @index_app.command("delete")
     def index_delete(path: Path, ids: list[str]) -> None:
@@ -143,16 +177,26 @@ def register(app: typer.Typer) -> None:
     @app.command("search")
     def search_once(query: str, corpus: Path = typer.Option(..., "--corpus", "-c", help=".jsonl or one text a line"),
                     top_k: int = typer.Option(10, "--top-k", "-k"), model: str = ModelOpt,
-                    text_field: str = "text", output: Optional[Path] = OutputOpt) -> None:
-        """One-shot exact search of QUERY over the texts of --corpus."""
+                    text_field: str = "text", mode: str = typer.Option("dense", help="dense | lexical | hybrid"),
+                    alpha: Optional[float] = AlphaOpt, output: Optional[Path] = OutputOpt) -> None:
+        """One-shot search of QUERY over the texts of --corpus: exact dense by default; lexical
+        and hybrid go through a temporary index (long texts chunked)."""
         from .exact import semantic_search
+        from .fusion import check_mode
         from .index import Hit
 
+        try:
+            check_mode(mode, alpha)
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from None
         texts, _, metas = read_texts(corpus, text_field)
         enc = _load(model)
+        if mode != "dense":
+            _print_hits(_search_temporary(enc, texts, metas, query, top_k, mode, alpha), output)
+            return
         docs = enc.encode_document(texts, show_progress=len(texts) > 100)
         res = semantic_search(enc.encode_query([query]), docs, top_k, score=enc)
-        _print_hits([Hit(str(i), float(s), texts[i], metas[i] if metas else None)
+        _print_hits([Hit(str(i), float(s), texts[i], metas[i] if metas else None, texts[i], (0, len(texts[i])))
                      for s, i in zip(res.scores[0], res.indices[0])], output)
 
     @app.command("mine")
@@ -209,7 +253,23 @@ def register(app: typer.Typer) -> None:
                          ["passage", "concepts"], 140))
 
 
+def _search_temporary(enc: Any, texts: list[str], metas: list | None, query: str, top_k: int, mode: str,
+                      alpha: float | None) -> list:
+    import tempfile
+
+    from .index import Index
+
+    with tempfile.TemporaryDirectory(prefix="sentembed-search-") as tmp:
+        idx = Index.create(f"{tmp}/index", enc)
+        idx.add(texts, ids=[str(i) for i in range(len(texts))], metadata=metas)  # ids as the dense path's
+        hits = idx.search(query, top_k=top_k, mode=mode, alpha=alpha)
+        idx.close()
+    return hits
+
+
 def _print_hits(hits: list, output: Optional[Path]) -> None:
     if output:
-        write_json(output, [{"id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata} for h in hits])
-    typer.echo(table([[n + 1, h.score, h.id, h.text] for n, h in enumerate(hits)], ["rank", "score", "id", "text"], 120))
+        write_json(output, [{"id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata,
+                             "passage": h.passage, "span": list(h.span) if h.span else None} for h in hits])
+    typer.echo(table([[n + 1, h.score, h.id, h.passage if h.passage is not None else h.text] for n, h in enumerate(hits)],
+                     ["rank", "score", "id", "passage"], 120))

@@ -460,9 +460,10 @@ class Index:
             batch_size: int = 32) -> list[str]:
         """Embed and store `texts` (or store given `vectors`) in one atomic commit; returns the ids.
 
-        A text longer than the index's window is stored as several passages, each embedded;
-        given `vectors` are one per passage of `index.chunk(texts)`, in order (one per text
-        when no text is cut). The passages enter the lexical table in the same commit.
+        A text longer than the index's window is stored as several passages, each embedded.
+        Given `vectors` are one per passage of `index.chunk(texts)`, in order; or one per text,
+        and then each text is stored whole, as its vector was made. The passages enter the
+        lexical table in the same commit.
         Ids default to the documents' row numbers as strings; an id already in the index is an
         error. `metadata` is one JSON-serialisable dict (or None) per text.
         """
@@ -471,12 +472,14 @@ class Index:
         if n == 0:
             return []
         spans = self.chunk(texts) if self._catalog.passages else None
+        if spans and vectors is not None and len(vectors) == n:
+            spans = [[(0, len(t))] for t in texts]  # the caller embedded whole texts
         passages = [t[a:b] for t, doc in zip(texts, spans) for a, b in doc] if spans else texts
         if vectors is None:
             vectors = encode_as(self.encoder, passages, "document")
         vecs = as_matrix(vectors, "vectors", dim=self.dimension).numpy()
         if len(vecs) != len(passages):
-            cut = f" cut into {len(passages)} passages: give one vector per passage of index.chunk(texts)"
+            cut = f" cut into {len(passages)} passages: give one vector per text or per passage of index.chunk(texts)"
             raise ValueError(f"{len(vecs)} vectors for {n} texts" + (cut if len(passages) != n else ""))
         vecs = self._stored_form(vecs)
         with self._writer():

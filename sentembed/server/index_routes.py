@@ -9,9 +9,11 @@ import asyncio
 import dataclasses
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from sentembed.search.lexical import match_expression
 from sentembed.server import schemas as s
 from sentembed.server.limits import APIError
 from sentembed.server.service import Service
@@ -26,9 +28,10 @@ def _hit(hit: Any) -> dict[str, Any]:
     elif isinstance(hit, dict):
         d = dict(hit)
     else:
-        d = {k: getattr(hit, k, None) for k in ("id", "score", "text", "metadata")}
+        d = {k: getattr(hit, k, None) for k in ("id", "score", "text", "metadata", "passage", "span")}
+    span = d.get("span")
     return {"id": str(d.get("id")), "score": float(d.get("score", 0.0)), "text": d.get("text"),
-            "metadata": d.get("metadata")}
+            "metadata": d.get("metadata"), "passage": d.get("passage"), "span": list(span) if span else None}
 
 
 def add_index_routes(app: FastAPI, svc: Service, errors: dict[int | str, dict[str, Any]]) -> None:
@@ -36,14 +39,21 @@ def add_index_routes(app: FastAPI, svc: Service, errors: dict[int | str, dict[st
 
     @app.post("/search", response_model=s.SearchResponse, responses=errors)
     async def search(body: s.SearchRequest, request: Request) -> Response:
-        """Top-k of each query; the model's 'query' prompt is used when it has one."""
+        """Top-k documents of each query, each hit with the passage that matched; `mode` dense,
+        lexical or hybrid (None: the index's default); the model's 'query' prompt is used when
+        it has one."""
         prompt_name = body.prompt_name if body.prompt_name is not None else svc.enc.prompt_name_for("query")
         queries = s.as_list(body.query)
-        vectors, _ = await svc.embed(request, queries, truncate=body.truncate, prompt_name=prompt_name)
+        vectors = None
+        # Lexical search needs no vectors, but a query without a word falls back to dense.
+        if body.mode != "lexical" or any(match_expression(q) is None for q in queries):
+            vectors, _ = await svc.embed(request, queries, truncate=body.truncate, prompt_name=prompt_name)
 
         def run() -> list[list[dict[str, Any]]]:
             with svc.index_lock:
-                return [[_hit(h) for h in hits] for hits in index.search_many(vectors, top_k=body.top_k, where=body.where)]
+                found = index.search_many(queries, top_k=body.top_k, where=body.where, mode=body.mode,
+                                          alpha=body.alpha, query_vectors=vectors)
+                return [[_hit(h) for h in hits] for hits in found]
 
         try:
             results = await asyncio.get_running_loop().run_in_executor(None, run)
@@ -63,7 +73,16 @@ def add_index_routes(app: FastAPI, svc: Service, errors: dict[int | str, dict[st
                 raise APIError(422, f"{name} has {len(given)} items but texts has {n}; give one per text")
 
         prompt_name = svc.enc.prompt_name_for("document")
-        vectors, _ = await svc.embed(request, body.texts, truncate=True, prompt_name=prompt_name)
+        loop = asyncio.get_running_loop()
+        try:  # long texts are cut into passages first, and each passage is embedded
+            spans = await loop.run_in_executor(None, index.chunk, body.texts)
+        except _CALLER_ERRORS as err:
+            raise APIError(422, f"could not add: {err}") from None
+        passages = [t[a:b] for t, doc in zip(body.texts, spans) for a, b in doc]
+        step = svc.config.max_client_batch_size
+        parts = [(await svc.embed(request, passages[i : i + step], truncate=True, prompt_name=prompt_name))[0]
+                 for i in range(0, len(passages), step)]
+        vectors = np.concatenate(parts) if parts else np.zeros((0, int(svc.enc.dimension)), dtype=np.float32)
 
         def run() -> tuple[list[str], int]:
             with svc.index_lock:

@@ -106,6 +106,10 @@ class SearchRequest(_Strict):
     where: dict[str, Any] | None = None
     prompt_name: str | None = Field(default=None, description="None uses the model's 'query' prompt if it has one.")
     truncate: bool | None = None
+    mode: Literal["dense", "lexical", "hybrid"] | None = Field(
+        default=None, description="dense, lexical (BM25) or hybrid (both, fused); None: the index's default.")
+    alpha: float | None = Field(default=None, ge=0.0, le=1.0, description=(
+        "hybrid only: weigh min-max normalised scores, dense alpha : lexical 1 - alpha; None: reciprocal-rank fusion."))
 
     _texts = field_validator("query")(_check_text)
 
@@ -115,6 +119,8 @@ class SearchHit(BaseModel):
     score: float
     text: str | None = None
     metadata: dict[str, Any] | None = None
+    passage: str | None = Field(default=None, description="The part of text that matched: text[span[0]:span[1]].")
+    span: tuple[int, int] | None = None
 
 
 class SearchResponse(BaseModel):

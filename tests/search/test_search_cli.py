@@ -78,3 +78,33 @@ def test_malformed_jsonl_names_line(app, tmp_path):
 def test_table_cuts_long_cells():
     out = table([[1, "x" * 500]], ["n", "text"], width=40)
     assert max(len(line) for line in out.splitlines()) <= 40 and "…" in out
+
+
+def test_chunked_index_modes_and_upgrade(app, tmp_path, corpus):
+    ix = tmp_path / "ix"
+    long = tmp_path / "long.jsonl"
+    text = "The harbour was quiet. " * 10 + "A zeppelin appeared over the cliffs at dawn."
+    long.write_text(json.dumps({"id": "long", "text": text}) + "\n")
+    run(app, "index", "create", ix, "--chunk-tokens", "8", "--chunk-overlap", "2")
+    run(app, "index", "add", ix, corpus, "--id-field", "id")
+    run(app, "index", "add", ix, long, "--id-field", "id")
+    run(app, "index", "search", ix, "zeppelin", "--mode", "lexical", "-o", tmp_path / "lex.json")
+    hits = json.loads((tmp_path / "lex.json").read_text())
+    assert [h["id"] for h in hits] == ["long"] and "zeppelin" in hits[0]["passage"]
+    assert hits[0]["passage"] == text[hits[0]["span"][0]:hits[0]["span"][1]] != text
+    run(app, "index", "search", ix, "cat", "--mode", "hybrid", "--alpha", "0.5", "-o", tmp_path / "hyb.json")
+    assert json.loads((tmp_path / "hyb.json").read_text())[0]["id"] == "d0"
+    for bad in (["--mode", "sparse"], ["--mode", "hybrid", "--alpha", "2"]):
+        res = CliRunner().invoke(app, ["index", "search", str(ix), "cat", *bad])
+        assert res.exit_code != 0 and ("valid modes" in res.output or "alpha" in res.output)
+    res = CliRunner().invoke(app, ["index", "create", str(tmp_path / "bad"), "--chunk-tokens", "4", "--chunk-overlap", "4"])
+    assert res.exit_code != 0 and "must be smaller than chunk_tokens" in res.output
+    assert "already up to date" in run(app, "index", "upgrade", ix)
+
+
+def test_one_shot_search_modes(app, tmp_path, corpus):
+    run(app, "search", "stocks", "--corpus", corpus, "--mode", "lexical", "-o", tmp_path / "l.json")
+    hits = json.loads((tmp_path / "l.json").read_text())
+    assert [h["id"] for h in hits] == ["2"] and hits[0]["text"] == "stocks fell today"
+    run(app, "search", "stocks", "--corpus", corpus, "--mode", "hybrid", "-k", "2", "-o", tmp_path / "h.json")
+    assert json.loads((tmp_path / "h.json").read_text())[0]["id"] == "2"

@@ -149,8 +149,10 @@ def test_bad_mode_alpha_and_chunk_sizes(tmp_path, index, enc):
         index.search(enc.encode("cat"), mode="lexical")
     with pytest.raises(ValueError, match=r"chunk_overlap \(8\) must be smaller than chunk_tokens \(8\)"):
         Index.create(tmp_path / "bad", enc, chunk_tokens=8, chunk_overlap=8)
-    with pytest.raises(ValueError, match="one vector per passage"):
-        index.add([LONG], ids=["again"], vectors=enc.encode([LONG]))
+    with pytest.raises(ValueError, match="one vector per text or per passage"):
+        index.add([LONG], ids=["again"], vectors=enc.encode([LONG, LONG]))
+    index.add([LONG], ids=["whole"], vectors=enc.encode([LONG]))  # one vector a text: stored whole
+    assert index.search("zeppelin", top_k=2, mode="lexical", where=None)[1].passage == LONG
 
 
 def test_unchunked_index_and_vectors_per_text(tmp_path, enc):

@@ -46,3 +46,36 @@ def test_add_search_delete(served, tiny_encoder):
 def test_no_index_no_search_routes(tiny_encoder, live_server):
     with live_server(create_app(tiny_encoder)) as url:
         assert httpx.post(f"{url}/search", json={"query": "x"}).status_code == 404
+
+
+LONG = " ".join(f"Sentence number {i} talks about harbours and boats." for i in range(40)) + " The zeppelin left."
+
+
+def test_hybrid_modes_and_passages(tiny_encoder, tmp_path, live_server):
+    """A chunked index served: a long text is cut before embedding; every mode answers the
+    hits the index gives directly, with the passage and its span."""
+    from sentembed.search.index import Index
+
+    index = Index.create(tmp_path / "chunked", tiny_encoder, chunk_tokens=24, chunk_overlap=4)
+    with live_server(create_app(tiny_encoder, index)) as url, httpx.Client(base_url=url, timeout=30) as client:
+        r = client.post("/index/add", json={"texts": [LONG, *DOCS], "ids": ["long", "cat", "stocks", "kitten", "rain"]})
+        assert r.status_code == 200, r.text
+        assert len(index.chunk([LONG])[0]) > 5
+        for mode, alpha in (("dense", None), ("lexical", None), ("hybrid", None), ("hybrid", 0.3)):
+            r = client.post("/search", json={"query": "zeppelin", "top_k": 3, "mode": mode, "alpha": alpha})
+            assert r.status_code == 200, r.text
+            hits = r.json()["results"][0]
+            direct = index.search("zeppelin", top_k=3, mode=mode, alpha=alpha)
+            assert [h["id"] for h in hits] == [h.id for h in direct]
+            assert [h["score"] for h in hits] == pytest.approx([h.score for h in direct], abs=1e-5)
+            for h in hits:
+                assert h["passage"] == h["text"][h["span"][0]:h["span"][1]]
+        lexical = client.post("/search", json={"query": "zeppelin", "mode": "lexical"}).json()["results"][0]
+        assert [h["id"] for h in lexical] == ["long"] and "zeppelin" in lexical[0]["passage"]
+        assert lexical[0]["passage"] != LONG
+        only_marks = client.post("/search", json={"query": "?!", "mode": "lexical", "top_k": 2}).json()["results"][0]
+        assert len(only_marks) == 2  # no word: the dense answer
+        bad_mode = client.post("/search", json={"query": "x", "mode": "sparse"})
+        assert bad_mode.status_code == 422 and "hybrid" in bad_mode.text
+        assert client.post("/search", json={"query": "x", "mode": "hybrid", "alpha": 1.5}).status_code == 422
+        assert client.post("/search", json={"query": "x", "mode": "dense", "alpha": 0.5}).status_code == 422
