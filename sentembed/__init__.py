@@ -4,7 +4,22 @@
     model = sentembed.load("all-mpnet-base-v2")
     model.encode("The cat sits outside")
 """
-from .encoder import SentenceEncoder, load
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .encoder import SentenceEncoder, load
 
 __version__ = "0.1.0"
 __all__ = ["SentenceEncoder", "load", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # The encoder (and torch, 2-4 s of CPU) loads on first use: `sentembed --help` and the
+    # subpackages that need no model do not pay for it.
+    if name in ("SentenceEncoder", "load"):
+        from . import encoder
+
+        return getattr(encoder, name)
+    raise AttributeError(f"module 'sentembed' has no attribute {name!r}")

@@ -21,10 +21,12 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from . import files
+
+if TYPE_CHECKING:  # torch loads with the encoder, not with `sentembed export --help`
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ def apply_backend(encoder, path: str | Path, backend: str = "torch", quantize: s
             raise ValueError(f"file_name={file_name!r} picks an ONNX or OpenVINO file; pass backend='onnx' or "
                              "'openvino' (backend='torch' reads model.safetensors)")
         if quantize == "int8":
+            import torch
+
             from .int8 import Int8Encoder
 
             act = torch.bfloat16 if dtype == "bfloat16" else None

@@ -3,16 +3,24 @@
 Every evaluator is a callable `evaluator(enc) -> dict[str, float]` with a `primary_metric`.
 
 >>> from sentembed.evaluation import STSEvaluator, RetrievalEvaluator, TripletEvaluator
-"""
-from .metrics import query_metrics, retrieval_metrics
-from .paraphrase import ParaphraseMiningEvaluator
-from .readers import BeirData, DataFormatError, beir_doc_text, read_beir, read_jsonl, read_qrels, read_sts, read_triplets
-from .retrieval import RetrievalEvaluator
-from .sts import STSEvaluator
-from .triplets import TripletEvaluator
 
-__all__ = [
-    "BeirData", "DataFormatError", "ParaphraseMiningEvaluator", "RetrievalEvaluator", "STSEvaluator",
-    "TripletEvaluator", "beir_doc_text", "query_metrics", "read_beir", "read_jsonl", "read_qrels",
-    "read_sts", "read_triplets", "retrieval_metrics",
-]
+The names load on first use, so `sentembed --help` does not import torch or SciPy.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "BeirData": "readers", "DataFormatError": "readers", "ParaphraseMiningEvaluator": "paraphrase",
+    "RetrievalEvaluator": "retrieval", "STSEvaluator": "sts", "TripletEvaluator": "triplets",
+    "beir_doc_text": "readers", "query_metrics": "metrics", "read_beir": "readers", "read_jsonl": "readers",
+    "read_qrels": "readers", "read_sts": "readers", "read_triplets": "readers", "retrieval_metrics": "metrics",
+}
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

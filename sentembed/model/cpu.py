@@ -26,8 +26,6 @@ import shutil
 import warnings
 from dataclasses import asdict, dataclass
 
-import torch
-
 OVERRIDE_ENV = "SENTEMBED_CPU"
 # Capability classes the override accepts, from the least to the most able.
 CLASSES = ("default", "avx2", "avx512")
@@ -61,6 +59,8 @@ def cpu() -> CPU:
     override = os.environ.get(OVERRIDE_ENV, "").strip().lower() or None
     if override is not None and override not in CLASSES:
         raise ValueError(f"{OVERRIDE_ENV}={override!r} is not a CPU class; choices: {', '.join(CLASSES)}")
+    import torch  # here, not at the top: `sentembed --help` reaches this module without a model
+
     flags = _cpuinfo_flags()
     capability = torch.backends.cpu.get_cpu_capability()
     wide = capability.startswith("AVX512")
@@ -86,6 +86,8 @@ def _warn_once(message: str) -> None:
 
 def _probe_bf16() -> bool:
     """oneDNN's own answer: can it build a bf16 inner product here?"""
+    import torch
+
     try:
         x = torch.zeros(2, 16, dtype=torch.bfloat16)
         torch.ops.mkldnn._linear_pointwise(x, torch.zeros(16, 16, dtype=torch.bfloat16), None, "none", [], "")

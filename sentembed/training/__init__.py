@@ -3,16 +3,26 @@
     from sentembed.training import TrainConfig, train
     train(TrainConfig(model="all-mpnet-base-v2", output_dir="runs/x",
                       datasets=[{"path": "pairs.jsonl"}], loss="mnrl"))
-"""
-from .config import TrainConfig
-from .data import DataError, DatasetSpec, TrainDataset, load_data_config, weights_from_lines
-from .losses import (CachedMultipleNegativesRankingLoss, CoSENTLoss, CosineSimilarityLoss, MatryoshkaLoss,
-                     MultipleNegativesRankingLoss, TripletLoss, make_loss)
-from .run import train
-from .samplers import MixtureBatchSampler
-from .trainer import Trainer, TrainingError, TrainResult
 
-__all__ = ["TrainConfig", "DataError", "DatasetSpec", "TrainDataset", "load_data_config", "weights_from_lines",
-           "CachedMultipleNegativesRankingLoss", "CoSENTLoss", "CosineSimilarityLoss", "MatryoshkaLoss",
-           "MultipleNegativesRankingLoss", "TripletLoss", "make_loss", "train", "MixtureBatchSampler", "Trainer",
-           "TrainingError", "TrainResult"]
+The names load on first use, so `sentembed --help` does not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "TrainConfig": "config", "DataError": "data", "DatasetSpec": "data", "TrainDataset": "data",
+    "load_data_config": "data", "weights_from_lines": "data",
+    "CachedMultipleNegativesRankingLoss": "losses", "CoSENTLoss": "losses", "CosineSimilarityLoss": "losses",
+    "MatryoshkaLoss": "losses", "MultipleNegativesRankingLoss": "losses", "TripletLoss": "losses",
+    "make_loss": "losses", "train": "run", "MixtureBatchSampler": "samplers", "Trainer": "trainer",
+    "TrainingError": "trainer", "TrainResult": "trainer",
+}
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
