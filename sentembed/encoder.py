@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .model import MPNet, ModelSettings, SentencePipeline
+from .model.batching import CHARS_PER_TOKEN, plan_batches
 from .model.cpu import choose_dtype
 from .model.packing import packed_sentence_embeddings, use_packing
 from .precision import PRECISIONS, quantize
@@ -29,9 +31,10 @@ PROGRESS_THRESHOLD = 1024
 # fastest on 2 EPYC cores, for sentences and documents alike (1,038 tokens/s on STS-B
 # sentences against 703 at 4,096 tokens a batch). GPUs want large batches instead.
 CPU_TOKEN_BUDGET = 512
-# A huge text is cut to a prefix that still holds more than max_seq_length tokens,
-# so truncation gives the same tokens without tokenizing megabytes.
-_CHARS_PER_TOKEN_GUESS = 16
+# A huge text is cut to a prefix that still holds more than max_seq_length tokens, so
+# truncation gives the same tokens without tokenizing megabytes: four times the typical
+# characters of that many tokens, checked (and grown where short) by _clip_one.
+_CLIP_CHARS_PER_TOKEN = 4 * CHARS_PER_TOKEN
 # The prompt names each role looks for, in order, as in sentence-transformers.
 ROLE_PROMPTS = {"query": ("query",), "document": ("document", "passage", "corpus")}
 
@@ -52,6 +55,15 @@ def validate_texts(texts: object) -> tuple[list[str], bool]:
         if not isinstance(item, str):
             raise TypeError(f"encode() takes strings; item {index} is {type(item).__name__}: {item!r:.60}")
     return items, False
+
+
+@dataclass(frozen=True)
+class TokenizedTexts:
+    """Texts as encode() reads them, tokenized once (`SentenceEncoder.tokenize_texts`)."""
+
+    ids: list[list[int]]  # per text: prompt and special tokens, cut to max_seq_length
+    counts: list[int]  # per text: its tokens before the cut, as count_tokens gives them
+    prompt_length: int  # the prompt's tokens at the start of every text, for encode_ids
 
 
 class SentenceEncoder:
@@ -121,8 +133,38 @@ class SentenceEncoder:
         prompt_text = self._resolve_prompt(prompt_name, prompt) or ""
         return self.tokenizer.count([prompt_text + t for t in validate_texts(texts)[0]])
 
+    def tokenize_texts(self, texts: str | Sequence[str], prompt_name: str | None = None,
+                       prompt: str | None = None) -> TokenizedTexts:
+        """Texts as encode() with these prompt options reads them, tokenized once, with their
+        lengths before the cut: for callers that check lengths first (the server) and then
+        embed the ids with `encode_ids`.
+
+        >>> tokens = model.tokenize_texts(["what is MPNet?"] * 2, prompt_name="query")
+        >>> len(tokens.ids), tokens.counts == model.count_tokens(["what is MPNet?"] * 2, prompt_name="query")
+        (2, True)
+        """
+        prompt_text = self._resolve_prompt(prompt_name, prompt) or ""
+        ids, counts = self.tokenizer.ids_and_counts([prompt_text + t for t in validate_texts(texts)[0]])
+        return TokenizedTexts(ids, counts, self._prompt_length(prompt_text))
+
+    def plan_batches(self, lengths: Sequence[int], batch_size: int = 32) -> list[list[int]]:
+        """The forward passes encode() runs for texts of these token lengths: lists of their
+        indices, longest first (model/batching.py). A batch holds at most batch_size texts and,
+        padded, about CPU_TOKEN_BUDGET tokens on CPU (batch_size × max_seq_length elsewhere);
+        where packing is on, a packed row holds that many tokens.
+
+        >>> model.plan_batches([12, 300, 40], batch_size=32)   # on CPU
+        [[1], [2, 0]]
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        budget = CPU_TOKEN_BUDGET if self.device.type == "cpu" else batch_size * self.max_seq_length
+        if self._packs():
+            return plan_batches(lengths, budget, packed=True)
+        return plan_batches(lengths, budget, batch_size)
+
     def _clip(self, texts: list[str]) -> list[str]:
-        limit = self.max_seq_length * _CHARS_PER_TOKEN_GUESS
+        limit = self.max_seq_length * _CLIP_CHARS_PER_TOKEN
         return [t if len(t) <= limit else self._clip_one(t, limit) for t in texts]
 
     def _clip_one(self, text: str, limit: int) -> str:
@@ -146,6 +188,8 @@ class SentenceEncoder:
 
     def _prompt_length(self, prompt: str) -> int:
         # The reference leaves out the trailing special token: pooling may skip the rest.
+        if not prompt:
+            return 0
         ids = self.tokenizer.ids([prompt])[0]
         return len(ids) - 1
 
@@ -175,16 +219,83 @@ class SentenceEncoder:
         items, single = validate_texts(texts)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self._check_output(precision, convert_to, truncate_dim)
+        prompt_text = self._resolve_prompt(prompt_name, prompt) or ""
+        ids = self.tokenizer.ids(self._clip([prompt_text + t for t in items]))
+        prompt_length = self._prompt_length(prompt_text)
+        modules = self._modules(normalize)
+        output = torch.empty((len(ids), self.dimension), dtype=torch.float32)
+        show = len(ids) > PROGRESS_THRESHOLD if show_progress is None else show_progress
+        with torch.inference_mode(), tqdm(total=len(ids), disable=not show, desc="encode", unit="text") as bar:
+            for rows in self.plan_batches([len(row) for row in ids], batch_size):
+                output[rows] = self._forward(modules, [ids[i] for i in rows], prompt_length)
+                bar.update(len(rows))
+        return self._finish(output, single, normalize, precision, convert_to, truncate_dim)
+
+    def encode_ids(
+        self,
+        token_ids: Sequence[Sequence[int]],
+        prompt_length: int = 0,
+        normalize: bool | None = None,
+        precision: str = "float32",
+        convert_to: str = "numpy",
+        truncate_dim: int | None = None,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed texts already tokenized as encode() reads them (`tokenize_texts`) in one
+        forward pass: the batch is run as given, neither cut nor sorted, so the caller plans it
+        (`plan_batches`). prompt_length: the prompt tokens each text starts with, which pooling
+        may leave out. Rows in the given order; the other options as in encode().
+
+        >>> tokens = model.tokenize_texts(texts)
+        >>> for rows in model.plan_batches([len(ids) for ids in tokens.ids]):
+        ...     vectors = model.encode_ids([tokens.ids[i] for i in rows], tokens.prompt_length)
+        """
+        self._check_output(precision, convert_to, truncate_dim)
+        ids = [list(row) for row in token_ids]
+        for index, row in enumerate(ids):
+            if not 0 < len(row) <= self.max_seq_length:
+                raise ValueError(f"token_ids item {index} has {len(row)} tokens; between 1 and max_seq_length "
+                                 f"{self.max_seq_length} are accepted (tokenize_texts cuts them so)")
+        output = torch.empty((0, self.dimension), dtype=torch.float32)
+        if ids:
+            with torch.inference_mode():
+                output = self._forward(self._modules(normalize), ids, prompt_length)
+        return self._finish(output, False, normalize, precision, convert_to, truncate_dim)
+
+    def _check_output(self, precision: str, convert_to: str, truncate_dim: int | None) -> None:
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
         if truncate_dim is not None and not 0 < truncate_dim <= self.dimension:
             raise ValueError(f"truncate_dim must be between 1 and {self.dimension}, got {truncate_dim}")
-        prompt_text = self._resolve_prompt(prompt_name, prompt)
-        if prompt_text:
-            items = [prompt_text + t for t in items]
-        output = self._embed(items, batch_size, prompt_text, normalize, show_progress)
+
+    def _packs(self) -> bool:
+        return use_packing(self.device) and isinstance(self.pipeline.transformer.encoder, MPNet)
+
+    def _modules(self, normalize: bool | None) -> list[torch.nn.Module]:
+        modules = list(self.pipeline)
+        return modules[:-1] if normalize is False and self.normalizes else modules
+
+    def _forward(self, modules: list[torch.nn.Module], ids: list[list[int]], prompt_length: int) -> torch.Tensor:
+        """One planned batch through the modules: (len(ids), dim) float32 on the CPU, in order."""
+        if self._packs():
+            # GPU with SENTEMBED_PACKING=1: one row without padding, block-diagonal FlexAttention
+            vectors = packed_sentence_embeddings(modules, ids, token_budget=sum(len(row) for row in ids),
+                                                 prompt_length=prompt_length)
+        else:
+            features = self.tokenizer.pad(ids, self.device)
+            if prompt_length:
+                features["prompt_length"] = prompt_length
+            for module in modules:
+                features = module(features)
+            vectors = features["sentence_embedding"]
+        return vectors.float().cpu()
+
+    def _finish(self, output: torch.Tensor, single: bool, normalize: bool | None, precision: str,
+                convert_to: str, truncate_dim: int | None) -> np.ndarray | torch.Tensor:
+        if normalize and not self.normalizes:
+            output = torch.nn.functional.normalize(output, dim=1)
         if truncate_dim is not None:
             # As sentence-transformers: cut after the whole pipeline (a Normalize module
             # included), and back to unit length only when normalize=True is asked for.
@@ -197,37 +308,6 @@ class SentenceEncoder:
             return output[0] if single else output
         array = quantize(output.numpy(), precision)
         return array[0] if single else array
-
-    def _embed(self, texts: list[str], batch_size: int, prompt: str | None,
-               normalize: bool | None, show_progress: bool | None) -> torch.Tensor:
-        ids = self.tokenizer.ids(self._clip(texts))
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        budget = CPU_TOKEN_BUDGET if self.device.type == "cpu" else batch_size * self.max_seq_length
-        batches = _token_batches([len(ids[i]) for i in order], budget, batch_size)
-        modules = list(self.pipeline)
-        if normalize is False and self.normalizes:
-            modules = modules[:-1]
-        extra = {}
-        if prompt:
-            extra["prompt_length"] = self._prompt_length(prompt)
-        output = torch.empty((len(texts), self.dimension), dtype=torch.float32)
-        show = len(texts) > PROGRESS_THRESHOLD if show_progress is None else show_progress
-        with torch.inference_mode(), tqdm(total=len(texts), disable=not show, desc="encode", unit="text") as bar:
-            if use_packing(self.device) and isinstance(self.pipeline.transformer.encoder, MPNet):
-                # GPU with SENTEMBED_PACKING=1: no padding; block-diagonal FlexAttention (model/packing.py)
-                output = packed_sentence_embeddings(modules, ids, token_budget=budget,
-                                                    prompt_length=extra.get("prompt_length", 0),
-                                                    progress=bar.update).float().cpu()
-            else:
-                for start, stop in batches:
-                    rows = order[start:stop]
-                    features = self.tokenizer.pad([ids[i] for i in rows], self.device)
-                    features.update(extra)
-                    for module in modules:
-                        features = module(features)
-                    output[rows] = features["sentence_embedding"].float().cpu()
-                    bar.update(len(rows))
-        return torch.nn.functional.normalize(output, dim=1) if normalize and not self.normalizes else output
 
     def encode_query(self, texts: str | Sequence[str], **kwargs) -> np.ndarray | torch.Tensor:
         """encode() with the model's query prompt, if it has one."""
@@ -278,18 +358,6 @@ def encode_as(encoder: Any, texts: Sequence[str], role: str | None, **options) -
         raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLE_PROMPTS)} or None")
     fn = getattr(encoder, f"encode_{role}", None) if role else None
     return np.asarray((fn or encoder.encode)(list(texts), **options), dtype=np.float32)
-
-
-def _token_batches(lengths: list[int], token_budget: int, max_texts: int) -> list[tuple[int, int]]:
-    """Cut lengths (sorted longest first) into runs of at most max_texts whose padded size
-    fits the budget (a text longer than the budget goes alone)."""
-    batches, start = [], 0
-    while start < len(lengths):
-        width = lengths[start]
-        stop = start + min(max_texts, max(1, token_budget // max(width, 1)))
-        batches.append((start, min(stop, len(lengths))))
-        start = stop
-    return batches
 
 
 def load(name_or_path: str | os.PathLike, device: str | None = None, dtype: str | None = None,

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .batching import plan_batches
 from .mpnet import AttentionMask, MPNet, relative_position_bucket
 from .pipeline import SentencePipeline
 from .pooling import Pooling
@@ -209,11 +210,10 @@ def packed_sentence_embeddings(modules: Sequence[nn.Module], ids: Sequence[Seque
     cuda = device.type == "cuda"
     align = CUDA_ALIGN if cuda else 1
     budget = token_budget or (CUDA_TOKEN_BUDGET if cuda else EAGER_TOKEN_BUDGET)
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     if not ids:
         return torch.empty((0, SentencePipeline(*modules).dimension), device=device)
     output: torch.Tensor | None = None
-    for rows in _fill_rows(order, [len(row) for row in ids], budget):
+    for rows in plan_batches([len(row) for row in ids], budget, packed=True):
         packed = pack([ids[i] for i in rows], padding_idx, align, device)
         tokens = packed_token_embeddings(model, packed)
         features = {"sentence_embedding": pool_packed(modules[1], tokens, packed, prompt_length)}
@@ -226,16 +226,3 @@ def packed_sentence_embeddings(modules: Sequence[nn.Module], ids: Sequence[Seque
         if progress is not None:
             progress(len(rows))
     return output
-
-
-def _fill_rows(order: list[int], lengths: list[int], budget: int) -> list[list[int]]:
-    """Cut `order` into runs whose lengths sum to at most budget (a longer one goes alone)."""
-    rows: list[list[int]] = []
-    used = budget + 1
-    for i in order:
-        if used + lengths[i] > budget:
-            rows.append([])
-            used = 0
-        rows[-1].append(i)
-        used += lengths[i]
-    return rows

@@ -59,6 +59,21 @@ class Tokenizer:
         """Tokens per text with special tokens, before truncation."""
         return [len(e.ids) for e in self._untruncated.encode_batch(self._prepare(texts))]
 
+    def ids_and_counts(self, texts: list[str]) -> tuple[list[list[int]], list[int]]:
+        """ids() and count() from one pass: each text is tokenized once, untruncated, then
+        cut and given its special tokens as ids() does.
+
+            ids, counts = tok.ids_and_counts(texts)   # == tok.ids(texts), tok.count(texts)
+        """
+        encodings = self._untruncated.encode_batch(self._prepare(texts), add_special_tokens=False)
+        specials = self.fast.num_special_tokens_to_add(False)
+        return ([self.fast.post_process(e).ids for e in encodings], [len(e.ids) + specials for e in encodings])
+
+    def encodings(self, texts: list[str], add_special_tokens: bool = True) -> list:
+        """The tokenizers `Encoding` of each text (ids, tokens, offsets, special-token mask),
+        untruncated; offsets index the text as read (lowercased where the model lowercases)."""
+        return self._untruncated.encode_batch(self._prepare(texts), add_special_tokens=add_special_tokens)
+
     def pad(self, ids: list[list[int]], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         width = max((len(row) for row in ids), default=0)
         input_ids = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
