@@ -1,6 +1,8 @@
-"""Dynamic batching: every input of every request joins one queue; one worker takes from its
-head as many inputs as fit a token budget, runs the model on its own thread and routes each
-vector back to the request that asked for it.
+"""Dynamic batching: every input of every request joins one queue, tokenized once (its token
+ids and their count ride in the queue entry); one worker takes from its head as many inputs as
+fit `max_batch_tokens`, plans their forward passes with the batch planner
+(model/batching.py, through `plan`), runs the model on its own thread and routes each vector
+back to the request that asked for it. The model runs each planned batch as it is given.
 
 Nothing waits on purpose: while the model runs one batch the next one piles up in the queue,
 so under load batches grow by themselves and an idle server answers a lone request at once
@@ -18,6 +20,8 @@ from typing import Any, Callable, Hashable
 
 import numpy as np
 
+from sentembed.model.batching import Budget
+
 
 class QueueFull(Exception):
     """The queue cannot take the inputs of this request now (answered 429)."""
@@ -25,9 +29,9 @@ class QueueFull(Exception):
 
 @dataclass
 class Job:
-    """The inputs of one request and where their vectors go."""
+    """The inputs of one request (token ids, or whatever `encode` takes) and where their vectors go."""
 
-    texts: list[str]
+    inputs: list[Any]
     tokens: list[int]
     key: Hashable  # inputs with different keys (prompt, normalize) never share an encode call
     enqueued: float = field(default_factory=time.perf_counter)
@@ -54,20 +58,24 @@ class BatchStats:
     seconds: float
 
 
-EncodeFn = Callable[[list[str], Hashable], np.ndarray]
+EncodeFn = Callable[[list[Any], Hashable], np.ndarray]
+PlanFn = Callable[[list[int]], list[list[int]]]
 
 
 class Batcher:
     """The queue and its worker. Create it inside a running event loop, then `start()`.
 
-    encode(texts, key) -> (n, dim) array runs on the model thread; `max_batch_tokens` bounds
-    the sum of input tokens of one batch; `max_queue_items` bounds the inputs waiting.
+    encode(inputs, key) -> (n, dim) array runs one forward pass on the model thread;
+    plan(token counts) -> lists of indices cuts the inputs of one key into those passes (the
+    encoder's `plan_batches`; without it they run as one). `max_batch_tokens` bounds the sum
+    of input tokens taken from the queue at once, `max_queue_items` the inputs waiting.
     With `batching=False` every request is run alone (a baseline for benchmarks)."""
 
     def __init__(
         self,
         encode: EncodeFn,
         *,
+        plan: PlanFn | None = None,
         max_batch_tokens: int = 16384,
         max_batch_items: int = 512,
         max_queue_items: int = 8192,
@@ -76,6 +84,7 @@ class Batcher:
         model_executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self._encode = encode
+        self._plan = plan
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_items = max_batch_items
         self.max_queue_items = max_queue_items
@@ -114,19 +123,20 @@ class Batcher:
                 job.future.set_exception(RuntimeError("server is shutting down"))
         self.model_executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, texts: list[str], tokens: list[int], key: Hashable = None) -> Job:
-        """Queue these inputs and wait for their vectors (job.results, in input order)."""
+    async def submit(self, inputs: list[Any], tokens: list[int], key: Hashable = None) -> Job:
+        """Queue these inputs (tokens: the count of each) and wait for their vectors
+        (job.results, in input order)."""
         if self._closed:
             raise RuntimeError("server is shutting down")
-        if len(self._queue) + len(texts) > self.max_queue_items:
+        if len(self._queue) + len(inputs) > self.max_queue_items:
             raise QueueFull(
                 f"the queue holds {len(self._queue)} inputs and takes at most {self.max_queue_items}; retry later"
             )
-        job = Job(texts=texts, tokens=tokens, key=key, results=[None] * len(texts), remaining=len(texts))
-        if not texts:
+        job = Job(inputs=inputs, tokens=tokens, key=key, results=[None] * len(inputs), remaining=len(inputs))
+        if not inputs:
             return job
         job.future = asyncio.get_running_loop().create_future()
-        self._queue.extend(_Item(job, i) for i in range(len(texts)))
+        self._queue.extend(_Item(job, i) for i in range(len(inputs)))
         self._wake.set()
         try:
             await job.future
@@ -136,22 +146,21 @@ class Batcher:
         return job
 
     def _take_batch(self) -> list[_Item]:
-        """The head of the queue up to the token budget; always at least one input."""
+        """The head of the queue, in order, up to the token budget; always at least one input."""
         batch: list[_Item] = []
-        tokens = 0
+        budget = Budget(self.max_batch_tokens, self.max_batch_items, packed=True)  # input tokens, summed
         while self._queue:
             item = self._queue[0]
             if item.job.cancelled:
                 self._queue.popleft()
                 continue
             cost = item.job.tokens[item.position]
-            if batch:
-                if not self.batching and item.job is not batch[0].job:
-                    break
-                if tokens + cost > self.max_batch_tokens or len(batch) >= self.max_batch_items:
-                    break
+            if batch and not self.batching and item.job is not batch[0].job:
+                break
+            if not budget.admits(cost):
+                break
             batch.append(self._queue.popleft())
-            tokens += cost
+            budget.add(cost)
         return batch
 
     async def _run(self) -> None:
@@ -179,9 +188,19 @@ class Batcher:
             if self._on_batch is not None:
                 self._on_batch(BatchStats(len(batch), sum(i.job.tokens[i.position] for i in batch), seconds))
 
-    def _encode_groups(self, groups: dict[Hashable, list[_Item]]) -> dict[Hashable, np.ndarray]:
-        # Runs on the model thread: one encode call per distinct key in the batch.
-        return {key: self._encode([i.job.texts[i.position] for i in items], key) for key, items in groups.items()}
+    def _encode_groups(self, groups: dict[Hashable, list[_Item]]) -> dict[Hashable, list[np.ndarray]]:
+        # Runs on the model thread: the inputs of each key planned into forward passes, one
+        # encode call each; inputs with different keys never share one.
+        vectors: dict[Hashable, list[np.ndarray]] = {}
+        for key, items in groups.items():
+            lengths = [i.job.tokens[i.position] for i in items]
+            out: list[np.ndarray] = [None] * len(items)  # type: ignore[list-item]
+            for rows in self._plan(lengths) if self._plan is not None else [list(range(len(items)))]:
+                inputs = [items[r].job.inputs[items[r].position] for r in rows]
+                for r, vector in zip(rows, self._encode(inputs, key)):
+                    out[r] = vector
+            vectors[key] = out
+        return vectors
 
     def _deliver(self, groups: dict[Hashable, list[_Item]], vectors: dict[Hashable, Any], seconds: float) -> None:
         touched: set[int] = set()

@@ -121,3 +121,32 @@ def test_queue_full_cancel_and_failure():
     ok = run(main())
     assert ok.results[0][0] == 4
     assert all("gone" not in texts for texts, _ in calls)  # a request whose client left is not computed
+
+
+def test_a_plan_cuts_each_key_into_forward_passes_and_results_route_back():
+    from sentembed.model.batching import plan_batches
+
+    calls: list = []
+    gate = threading.Event()
+
+    async def main():
+        b = Batcher(fake_encode(calls, gate), plan=lambda lengths: plan_batches(lengths, 8, 3))
+        b.start()
+        hold = asyncio.create_task(b.submit(["x"], [1]))
+        await asyncio.sleep(0.05)
+        texts = ["aa", "bbbb", "c", "dddddd", "ee", "f", "gggg"]
+        job = asyncio.create_task(b.submit(texts, [len(t) for t in texts]))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await hold
+        done = await job
+        await b.close()
+        return texts, done
+
+    texts, job = run(main())
+    assert [r[0] for r in job.results] == [len(t) for t in texts]  # back in input order
+    passes = [c[0] for c in calls[1:]]
+    assert sorted(t for p in passes for t in p) == sorted(texts)  # each input computed once
+    for p in passes:  # each pass is one planned batch: padded size within 8 (or alone), at most 3
+        assert len(p) <= 3 and (len(p) * max(map(len, p)) <= 8 or len(p) == 1)
+        assert [len(t) for t in p] == sorted((len(t) for t in p), reverse=True)  # longest first
