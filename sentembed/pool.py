@@ -38,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .encoder import PROGRESS_THRESHOLD, SentenceEncoder, load, validate_texts
+from .model.batching import estimated_tokens, plan_batches
 from .precision import quantize as quantize_precision
 
 # How long the parent waits on the result queue before looking again whether workers live:
@@ -209,21 +210,13 @@ class EncodePool:
 
     def _chunks(self, texts: list[str]) -> list[list[int]]:
         """Row indices, longest texts first, cut so that chunks cost about the same: long
-        ones go first (the last chunks to finish are then short) and fast workers take more."""
-        limit = 4 * int(self.worker_info[0].get("max_seq_length", 512))  # ~4 characters a token
-        cost = [min(len(t), limit) + 8 for t in texts]  # + the special tokens and per-text overhead
-        order = sorted(range(len(texts)), key=lambda i: -cost[i])
+        ones go first (the last chunks to finish are then short) and fast workers take more.
+        Tokens are guessed from characters: the workers tokenize, so the parent does not."""
+        max_seq_length = int(self.worker_info[0].get("max_seq_length", 512))
+        cost = [estimated_tokens(t, max_seq_length) for t in texts]
         # About 4 chunks a worker for balance, but at most chunk_size texts to bound memory.
-        target = sum(cost) / (4 * self.workers)
-        chunks, current, spent = [], [], 0
-        for i in order:
-            if current and (spent + cost[i] > target or len(current) >= self.chunk_size):
-                chunks.append(current)
-                current, spent = [], 0
-            current.append(i)
-            spent += cost[i]
-        chunks.append(current)
-        return chunks
+        target = max(1, sum(cost) // (4 * self.workers))
+        return plan_batches(cost, target, self.chunk_size, packed=True)
 
     def _run(self, chunks: list[list[str]], options: dict, done=lambda n: None) -> list[np.ndarray]:
         """Send chunks (at most two a worker in flight) and collect the results in order."""
