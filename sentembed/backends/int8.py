@@ -8,9 +8,9 @@ only ~0.70 to fp32 on this model; per-token ~0.997, and ~0.998 with the few outs
 the hidden states multiplied apart in fp32 in the QKV products (residual_outliers).
 
 Everything that is not a matrix product (embeddings, LayerNorm, attention) runs in bf16 on
-CPUs that have it, and torch.compile fuses the quantize and dequantize passes into their
-neighbours; without the compiler the same code runs eagerly, slower, with the same arithmetic
-up to rounding. Past the GEMMs, the time goes to the FFN's GELU pass, attention's products and
+CPUs that have it, and the compiler (Inductor, ahead of time: compiled.py keeps the result on
+disk) fuses the quantize and dequantize passes into their neighbours; without the compiler the
+same code runs eagerly, slower, with the same arithmetic up to rounding. Past the GEMMs, the time goes to the FFN's GELU pass, attention's products and
 its softmax: each transcendental is computed once per element (see quantize_gelu,
 math_attention) and the row scales stay fp32 so those passes stay vectorized (quantize_rows).
 
@@ -280,7 +280,7 @@ class Int8MPNet(nn.Module):
 
 
 def compile_enabled() -> bool:
-    """SENTEMBED_COMPILE=0 turns torch.compile off (it needs a C++ compiler and ~1 min once)."""
+    """SENTEMBED_COMPILE=0 turns compilation off (it needs a C++ compiler and ~1 min once a machine)."""
     return os.environ.get("SENTEMBED_COMPILE", "1") not in ("0", "false", "no")
 
 
@@ -324,23 +324,29 @@ class Int8Encoder(BackendEncoder):
         return cls(int8, act_dtype, compile_pays() if compile is None else compile, source or "int8")
 
     def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        forward = self.model
-        if self._compile:
-            if self._compiled is None:
-                # dynamic: one graph for every batch size and length, compiled once.
-                self._compiled = torch.compile(self.model, dynamic=True)
-            forward = self._compiled
         bias = self.model.attention_bias(attention_mask)
+        if self._compile and self._compiled is None:
+            self._compiled = self._compiled_graph()
+        if self._compiled is not None:
+            try:
+                return self._compiled(input_ids, bias).float()
+            except Exception as err:  # an inductor gap: fall back, loudly
+                warnings.warn(f"the compiled int8 graph failed ({type(err).__name__}: {str(err)[:200]}); "
+                              "int8 runs eagerly", stacklevel=2)
+                self._compile, self._compiled = False, None
+        return self.model(input_ids, bias).float()
+
+    def _compiled_graph(self):
+        """The ahead-of-time package kept on disk (compiled.py); else torch.compile in this process."""
+        from .compiled import load_or_compile
+
         try:
-            hidden = forward(input_ids, bias)
-        except Exception as err:  # a missing compiler or an inductor gap: fall back, loudly
-            if forward is self.model:
-                raise
-            warnings.warn(f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); int8 runs eagerly",
-                          stacklevel=2)
-            self._compile = False
-            hidden = self.model(input_ids, bias)
-        return hidden.float()
+            return load_or_compile(self.model)
+        except Exception as err:
+            warnings.warn(f"the int8 graph could not be compiled ahead of time ({type(err).__name__}: "
+                          f"{str(err)[:200]}); compiling it in this process instead", stacklevel=3)
+        # dynamic: one graph for every batch size and length, compiled once.
+        return torch.compile(self.model, dynamic=True)
 
     def extra_repr(self) -> str:
         return f"int8 weights and per-token activations, {self.act_dtype} elsewhere, compile={self._compile}"

@@ -17,14 +17,12 @@ When it is used: `use_packing(device)` is true on CUDA devices where
 `torch.nn.attention.flex_attention` imports and SENTEMBED_PACKING=1; off by default. There
 flex_attention runs compiled: a fused kernel that skips the blocks the mask rules out.
 Elsewhere it runs eagerly, which materializes the (heads, tokens, tokens) scores: right
-for tests on CPU (torch 2.13 runs it without a compiler), too slow and too big for
-production there.
+for tests on CPU, too slow and too big for production there.
 
-Why opt-in: on an H100 (torch 2.11, fp16, against sentence-transformers fp16), packing ran
-3.2x on STS-B sentences but 1.0x on SciFact documents, where padded batches run 2.5x
-(1.65x on sentences); and compiling FlexAttention for the varying row widths took minutes
-on the first call. Short texts in bulk, in a long-lived process, are where it pays.
-README's GPU section has the runs.
+Why opt-in: packing pays on short texts in bulk (several times the padded path's speed on
+STS-B sentences on a GPU) but not on documents, where padded batches are as fast or faster,
+and compiling FlexAttention for varying row widths takes minutes on the first call. The GPU
+runs behind this choice are in benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
