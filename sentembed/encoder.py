@@ -205,23 +205,36 @@ class SentenceEncoder:
         convert_to: str = "numpy",
         show_progress: bool | None = None,
         truncate_dim: int | None = None,
-    ) -> np.ndarray | torch.Tensor:
+        output: str = "sentence",
+    ) -> np.ndarray | torch.Tensor | list:
         """Embed one text (a 1-D vector) or a list (a 2-D array, rows in input order).
 
         normalize: None follows the model, True scales to unit length, False skips the
         model's Normalize module. Batches hold at most batch_size texts of similar token
         length, and on CPU about 512 tokens, so little is spent on padding and activations
-        stay in cache.
+        stay in cache. output="token": each text's token embeddings instead, (tokens, hidden)
+        without padding, special and prompt tokens included, as sentence-transformers'
+        output_value="token_embeddings" (a list for a list of texts; float32, uncut).
 
         >>> model.encode(["first", "second"]).shape
         (2, 768)
+        >>> [t.shape for t in model.encode(["first", "the second"], output="token")]
+        [(3, 768), (4, 768)]
         """
         items, single = validate_texts(texts)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self._check_output(precision, convert_to, truncate_dim)
+        if output not in ("sentence", "token"):
+            raise ValueError(f"output must be 'sentence' or 'token', got {output!r}")
         prompt_text = self._resolve_prompt(prompt_name, prompt) or ""
         ids = self.tokenizer.ids(self._clip([prompt_text + t for t in items]))
+        if output == "token":
+            if precision != "float32" or truncate_dim is not None:
+                raise ValueError("output='token' gives float32 token embeddings at full size; "
+                                 "precision and truncate_dim apply to sentence embeddings")
+            tokens = self._token_embeddings(ids, batch_size, convert_to)
+            return tokens[0] if single else tokens
         prompt_length = self._prompt_length(prompt_text)
         modules = self._modules(normalize)
         output = torch.empty((len(ids), self.dimension), dtype=torch.float32)
@@ -261,6 +274,17 @@ class SentenceEncoder:
             with torch.inference_mode():
                 output = self._forward(self._modules(normalize), ids, prompt_length)
         return self._finish(output, False, normalize, precision, convert_to, truncate_dim)
+
+    def _token_embeddings(self, ids: list[list[int]], batch_size: int, convert_to: str) -> list:
+        # The Transformer module alone, padded (packing gives sentence vectors only); each row
+        # cut back to its own tokens.
+        out: list = [None] * len(ids)
+        with torch.inference_mode():
+            for rows in self.plan_batches([len(row) for row in ids], batch_size):
+                features = self.pipeline.transformer(self.tokenizer.pad([ids[i] for i in rows], self.device))
+                for i, row in zip(rows, features["token_embeddings"].float().cpu()):
+                    out[i] = row[: len(ids[i])].clone()
+        return out if convert_to == "torch" else [t.numpy() for t in out]
 
     def _check_output(self, precision: str, convert_to: str, truncate_dim: int | None) -> None:
         if convert_to not in ("numpy", "torch"):
