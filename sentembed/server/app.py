@@ -1,9 +1,9 @@
 """The routes: `create_app(encoder, index=None, config=None)` returns the FastAPI app.
 
-Every embedding route goes the same way: validate (schemas), count tokens on a tokenizer
-thread, refuse what breaks a limit at once, queue the inputs (batcher; the encoder applies
-prompts and dimensions), format the vectors (base64) and answer with the timings the guard
-puts in the headers."""
+Every embedding route goes the same way: validate (schemas), tokenize once on a tokenizer
+thread (the encoder adds the prompt), refuse what breaks a limit at once, queue the token ids
+(batcher; the encoder runs each planned batch and applies dimensions), format the vectors
+(base64) and answer with the timings the guard puts in the headers."""
 from __future__ import annotations
 
 import asyncio

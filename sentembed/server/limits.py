@@ -29,16 +29,17 @@ class ServerConfig:
     api_key: str | None = None
     max_client_batch_size: int = 512  # inputs per request (413 beyond)
     max_body_bytes: int = 4 * 1024 * 1024  # request body (413 beyond)
-    # Input tokens per model batch. Larger batches pad less (encode sorts each batch by
-    # length): on the 2-core box 16384 reached 99% of offline encode per CPU-second, 2048 only
-    # 85%, though smaller batches answer sooner (a request waits for its whole batch).
+    # Input tokens the batcher takes from the queue at once. Larger takes pad less (the planner
+    # sorts each by length before cutting forward passes): on the 2-core box 16384 reached 99%
+    # of offline encode per CPU-second, 2048 only 85%, though smaller ones answer sooner (a
+    # request waits for its whole take).
     max_batch_tokens: int = 16384
-    max_batch_items: int = 512  # inputs per model batch
+    max_batch_items: int = 512  # inputs the batcher takes at once
     max_queue_items: int = 8192  # inputs waiting (429 beyond)
     auto_truncate: bool = False  # what `truncate` means when a request does not say
     batching: bool = True  # False: every request runs alone (the benchmark's baseline)
-    # batch_size passed to encode within one model batch: encode's forward passes then hold
-    # at most 4 x max_seq_length tokens. On the 2-core dev box, forwards of ~1.5k tokens ran
+    # Texts a forward pass, as the encoder's plan_batches cuts one take: forward passes then
+    # hold at most 4 x max_seq_length tokens. On the 2-core dev box, forwards of ~1.5k tokens ran
     # 1.3-1.8x faster per sentence than encode's default 32 x 384 (benchmarks/serve.py).
     encode_batch_size: int = 4
     model_name: str | None = None  # what /info and the OpenAI route call the model

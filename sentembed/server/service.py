@@ -1,6 +1,7 @@
 """Service: what the routes share (the encoder, the optional index, the queue, the metrics)
-and the one path every embedding takes: count tokens off the event loop, refuse what breaks
-a limit at once, queue the inputs; the encoder applies prompts and Matryoshka truncation."""
+and the one path every embedding takes: tokenize once off the event loop (the encoder adds
+the prompt), refuse what breaks a limit at once, queue the token ids; the batcher plans the
+forward passes and the encoder runs each as given, applying Matryoshka truncation."""
 from __future__ import annotations
 
 import asyncio
@@ -37,7 +38,7 @@ class Service:
         loop = asyncio.get_running_loop()
         if self._batcher is None or self._loop is not loop:
             self._batcher = Batcher(
-                self._encode, max_batch_tokens=self.config.max_batch_tokens,
+                self._encode, plan=self._plan, max_batch_tokens=self.config.max_batch_tokens,
                 max_batch_items=self.config.max_batch_items, max_queue_items=self.config.max_queue_items,
                 batching=self.config.batching, on_batch=self.metrics.observe_batch,
             )
@@ -51,12 +52,15 @@ class Service:
             self._batcher = None
         self.tokenizer_pool.shutdown(wait=False, cancel_futures=True)
 
-    def _encode(self, texts: list[str], key: Hashable) -> np.ndarray:
-        prompt_name, normalize, dimensions = key  # type: ignore[misc]
-        return np.asarray(self.enc.encode(
-            texts, batch_size=self.config.encode_batch_size, normalize=normalize,
-            prompt_name=prompt_name, convert_to="numpy", show_progress=False, truncate_dim=dimensions,
-        ), dtype=np.float32)
+    def _plan(self, lengths: list[int]) -> list[list[int]]:
+        # The encoder's forward passes for these inputs: at most encode_batch_size texts each.
+        return self.enc.plan_batches(lengths, self.config.encode_batch_size)
+
+    def _encode(self, ids: list[list[int]], key: Hashable) -> np.ndarray:
+        # One planned forward pass; the ids already hold the prompt, whose length pooling needs.
+        prompt_length, normalize, dimensions = key  # type: ignore[misc]
+        return np.asarray(self.enc.encode_ids(ids, prompt_length, normalize=normalize, convert_to="numpy",
+                                              truncate_dim=dimensions), dtype=np.float32)
 
     async def embed(self, request: Request, texts: list[str], *, normalize: bool | None = None,
                     truncate: bool | None = None, prompt_name: str | None = None,
@@ -79,22 +83,22 @@ class Service:
         timings = request.state.timings
         loop = asyncio.get_running_loop()
         started = loop.time()
-        try:  # the tokens of each text with the prompt the encoder will add
-            counts = await loop.run_in_executor(
-                self.tokenizer_pool, functools.partial(self.enc.count_tokens, texts, prompt_name=prompt_name))
+        try:  # each text tokenized once, with the prompt the encoder adds; its ids ride in the queue
+            tokenized = await loop.run_in_executor(
+                self.tokenizer_pool, functools.partial(self.enc.tokenize_texts, texts, prompt_name=prompt_name))
         except ValueError as err:  # an unknown prompt_name
             raise APIError(422, str(err)) from None
         timings["tokenization"] = loop.time() - started
         max_len = int(self.enc.max_seq_length)
         if not (self.config.auto_truncate if truncate is None else truncate):
-            for i, n in enumerate(counts):
+            for i, n in enumerate(tokenized.counts):
                 if n > max_len:
                     self.metrics.rejected.labels("input_too_long").inc()
                     raise APIError(422, f"input {i} has {n} tokens, more than the model's max_seq_length {max_len}; "
                                         "shorten it or send truncate=true")
-        tokens = [min(int(n), max_len) for n in counts]
+        tokens = [len(ids) for ids in tokenized.ids]  # cut to max_seq_length
         try:
-            job = await self.batcher.submit(texts, tokens, key=(prompt_name, normalize, dimensions))
+            job = await self.batcher.submit(tokenized.ids, tokens, key=(tokenized.prompt_length, normalize, dimensions))
         except QueueFull as err:
             self.metrics.rejected.labels("queue_full").inc()
             raise APIError(429, str(err), "queue_full") from None

@@ -15,11 +15,15 @@ from typing import Iterator
 import numpy as np
 import pytest
 
+from sentembed.encoder import TokenizedTexts
+from sentembed.model.batching import plan_batches
+
 
 class FakeEncoder:
-    """Deterministic vectors from a hash of the text: the core API's shape, no model.
+    """Deterministic vectors from a hash of a text's token ids (a word a token): the core API's
+    shape, no model.
 
-    `gate`, when given, makes encode wait for it: a way to hold the model busy."""
+    `gate`, when given, makes each forward pass wait for it: a way to hold the model busy."""
 
     def __init__(self, dimension: int = 8, normalizes: bool = True, max_seq_length: int = 16,
                  gate: threading.Event | None = None) -> None:
@@ -39,8 +43,32 @@ class FakeEncoder:
         return role if role in self.prompts else None
 
     def count_tokens(self, texts: list[str], prompt_name: str | None = None) -> list[int]:
+        return self.tokenize_texts(texts, prompt_name).counts
+
+    def tokenize_texts(self, texts: list[str], prompt_name: str | None = None) -> TokenizedTexts:
+        """A word a token between <s> (0) and </s> (2), cut to max_seq_length."""
         prompt = self._prompt(prompt_name)
-        return [len((prompt + t).split()) + 2 for t in texts]
+        rows = [[0] + [self._word_id(w) for w in (prompt + t).split()] + [2] for t in texts]
+        ids = [row if len(row) <= self.max_seq_length else row[: self.max_seq_length - 1] + [2] for row in rows]
+        return TokenizedTexts(ids, [len(row) for row in rows], len(prompt.split()))
+
+    @staticmethod
+    def _word_id(word: str) -> int:
+        return 3 + int.from_bytes(hashlib.sha256(word.encode()).digest()[:3], "little")
+
+    def plan_batches(self, lengths: list[int], batch_size: int = 32) -> list[list[int]]:
+        return plan_batches(lengths, 512, batch_size)
+
+    def encode_ids(self, token_ids, prompt_length=0, normalize=None, convert_to="numpy", truncate_dim=None, **_):
+        self.calls.append(len(token_ids))
+        if self.gate is not None:
+            self.gate.wait(10)
+        out = (np.stack([self._vector(" ".join(map(str, row))) for row in token_ids]) if token_ids
+               else np.zeros((0, self.dimension), np.float32))
+        out = out[:, :truncate_dim]
+        if normalize and (truncate_dim or not self.normalizes):
+            out = out / np.linalg.norm(out, axis=1, keepdims=True)
+        return out
 
     def _vector(self, text: str) -> np.ndarray:
         seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
@@ -50,15 +78,8 @@ class FakeEncoder:
     def encode(self, texts, batch_size=32, normalize=None, prompt_name=None, convert_to="numpy",
                show_progress=None, truncate_dim=None, **_):
         single = isinstance(texts, str)
-        items = [texts] if single else list(texts)
-        self.calls.append(len(items))
-        if self.gate is not None:
-            self.gate.wait(10)
-        prompt = self._prompt(prompt_name)
-        out = np.stack([self._vector(prompt + t) for t in items]) if items else np.zeros((0, self.dimension), np.float32)
-        out = out[:, :truncate_dim]
-        if normalize and (truncate_dim or not self.normalizes):
-            out = out / np.linalg.norm(out, axis=1, keepdims=True)
+        ids = self.tokenize_texts([texts] if single else list(texts), prompt_name).ids
+        out = self.encode_ids(ids, normalize=normalize, truncate_dim=truncate_dim)
         return out[0] if single else out
 
     def similarity(self, a, b) -> np.ndarray:
