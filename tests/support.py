@@ -171,3 +171,15 @@ class HashEncoder:
 
     def encode_document(self, texts, **kw):
         return self.encode(texts, **kw)
+
+
+def small_tiktoken(name: str = "cl100k_base"):
+    """A real tiktoken Encoding, small and built here, standing in for `name`: tiktoken's own
+    files come by download, and there is no network here. Bytes plus a few merges."""
+    import tiktoken
+
+    ranks = {bytes([i]): i for i in range(256)}
+    for word in (b"th", b"the", b" the", b"in", b" in", b"an", b" an"):
+        ranks[word] = len(ranks)
+    return tiktoken.Encoding(name, pat_str=r"""'s|'t| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
+                             mergeable_ranks=ranks, special_tokens={})

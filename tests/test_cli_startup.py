@@ -36,7 +36,7 @@ def run(args: list[str], tmp_path, **env: str) -> tuple[str, dict]:
 @pytest.mark.parametrize("args, code, shows", [
     (["--help"], 0, "serve"),
     (["encode", "--help"], 0, "--output"),
-    (["serve", "--help"], 0, "--api-key"),
+    (["serve", "--help"], 0, "--cors-origin"),
     (["index", "--help"], 0, "search"),
     (["train", "--help"], 0, "--output-dir"),
     (["eval", "--help"], 0, "sts"),

@@ -55,6 +55,13 @@ class Tokenizer:
         """Token ids per text, with special tokens, truncated to max_length."""
         return [e.ids for e in self.fast.encode_batch(self._prepare(texts))]
 
+    def pair_ids(self, pairs: list[tuple[str, str]]) -> list[list[int]]:
+        """Token ids per (first, second) pair in the tokenizer's pair template (MPNet's
+        `<s> A </s></s> B </s>`), cut to max_length longest-first, as transformers does."""
+        return [e.ids for e in self.fast.encode_batch([(a, b) for a, b in
+                                                      zip(self._prepare([p[0] for p in pairs]),
+                                                          self._prepare([p[1] for p in pairs]))])]
+
     def count(self, texts: list[str]) -> list[int]:
         """Tokens per text with special tokens, before truncation."""
         return [len(e.ids) for e in self._untruncated.encode_batch(self._prepare(texts))]

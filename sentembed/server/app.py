@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sentembed.server import schemas as s
 from sentembed.server.limits import APIError, Guard, ServerConfig, error_body
 from sentembed.server.service import Service
+from sentembed.server.tokens import openai_vectors, token_details
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": s.ErrorResponse, "description": what}
@@ -46,10 +47,14 @@ def create_app(encoder: Any, index: Any | None = None, config: ServerConfig | No
     config = config or ServerConfig()
     svc = Service(encoder, index, config)
 
+    ready = asyncio.Event()  # /ready: set once the batcher runs, cleared when shutdown begins
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         svc.batcher  # start the worker before the first request arrives
+        ready.set()
         yield
+        ready.clear()
         await svc.close()
 
     app = FastAPI(title="sentembed", version="0.1.0", lifespan=lifespan,
@@ -78,8 +83,7 @@ def create_app(encoder: Any, index: Any | None = None, config: ServerConfig | No
     async def openai_embeddings(body: s.OpenAIEmbeddingRequest, request: Request) -> Response:
         """OpenAI-compatible. Normalization follows the model: a dot-product model's vectors
         are returned as they are, not normalized."""
-        texts = s.as_list(body.input)
-        vectors, tokens = await svc.embed(request, texts, dimensions=body.dimensions)
+        vectors, tokens = await openai_vectors(svc, request, body)  # texts, or token ids whose owner is named
         if body.encoding_format == "base64":
             items: list[Any] = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
         else:
@@ -107,10 +111,27 @@ def create_app(encoder: Any, index: Any | None = None, config: ServerConfig | No
         return _json({"scores": np.asarray(scores, dtype=np.float64).reshape(len(a), len(b)).tolist(),
                       "similarity_fn": str(encoder.similarity_fn_name)})
 
+    @app.post("/tokenize", response_model=list[list[s.Token]], responses=_ERRORS)
+    async def tokenize(body: s.TokenizeRequest) -> Response:
+        """The tokens the model reads, per input (text-embeddings-inference's shape); their ids,
+        special tokens included, are what `input_tokenizer: "model"` takes back."""
+        loop = asyncio.get_running_loop()
+        return _json(await loop.run_in_executor(svc.tokenizer_pool, token_details, encoder.tokenizer,
+                                                s.as_list(body.inputs), body.add_special_tokens))
+
     @app.get("/health")
     async def health() -> dict[str, str]:
-        """Always open, even with an API key set: for load balancers."""
+        """Liveness: the process answers. Always open, even with an API key set: for load balancers."""
         return {"status": "ok"}
+
+    @app.get("/ready", responses={503: {"model": s.ErrorResponse, "description": "starting or shutting down"}})
+    async def readiness() -> Response:
+        """Readiness: 200 once the model is loaded and the batcher runs, 503 before and while
+        shutting down. Open like /health."""
+        if ready.is_set():
+            return _json({"status": "ready"})
+        return Response(error_body(503, "not ready: starting or shutting down", "not_ready"), 503,
+                        media_type="application/json")
 
     @app.get("/info")
     async def info() -> Response:
@@ -129,4 +150,10 @@ def create_app(encoder: Any, index: Any | None = None, config: ServerConfig | No
 
     routes = frozenset(getattr(r, "path", "") for r in app.routes)
     app.add_middleware(Guard, config=config, routes=routes, on_answer=svc.metrics.observe_request)
+    if config.cors_origins:  # outside the guard: a browser's preflight carries no API key
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type", "x-api-key"],
+                           expose_headers=[f"x-{n}-time" for n in ("tokenization", "queue", "inference", "total")])
     return app

@@ -1,9 +1,9 @@
-"""`sentembed serve MODEL [--index DIR] [--host 127.0.0.1] [--port 8080] [--api-key KEY]`."""
+"""`sentembed serve MODEL [--index DIR] [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--cors-origin URL]`."""
 from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -34,6 +34,9 @@ def register(app: typer.Typer) -> None:
         auto_truncate: bool = typer.Option(False, help="Truncate long inputs instead of answering 422."),
         batching: bool = typer.Option(True, help="--no-batching runs every request alone (for comparison)."),
         encode_batch_size: int = typer.Option(4, help="encode's batch_size inside one model batch."),
+        cors_origin: Optional[List[str]] = typer.Option(
+            None, "--cors-origin", help="Let pages of this web origin call the API from a browser (CORS); "
+                                        "repeat for more, '*' for any. Off by default."),
         log_level: str = typer.Option("info", help="uvicorn log level."),
     ) -> None:
         """Serve embeddings (OpenAI-compatible /v1/embeddings, /embed, /similarity) and search over HTTP."""
@@ -55,6 +58,7 @@ def register(app: typer.Typer) -> None:
             api_key=api_key, max_client_batch_size=max_client_batch_size, max_body_bytes=max_body_bytes,
             max_batch_tokens=max_batch_tokens, max_queue_items=max_queue_items, auto_truncate=auto_truncate,
             batching=batching, encode_batch_size=encode_batch_size, model_name=model,
+            cors_origins=tuple(cors_origin or ()),
         )
         # One process: the model is loaded once and the batcher sees every request.
         uvicorn.run(create_app(enc, idx, config), host=host, port=port, workers=1, log_level=log_level,

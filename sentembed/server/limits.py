@@ -43,6 +43,9 @@ class ServerConfig:
     # 1.3-1.8x faster per sentence than encode's default 32 x 384 (benchmarks/serve.py).
     encode_batch_size: int = 4
     model_name: str | None = None  # what /info and the OpenAI route call the model
+    # Web origins whose pages may call the API from a browser (CORS), e.g. "https://app.example";
+    # "*" for any. None by default: only same-origin pages (the playground) and non-browser clients.
+    cors_origins: tuple[str, ...] = ()
 
 
 class APIError(Exception):
@@ -62,8 +65,8 @@ def error_body(status: int, message: str, kind: str, details: list[dict[str, Any
     return json.dumps({"error": error}).encode()
 
 
-# Routes that answer without a key, so load balancers can probe.
-OPEN_PATHS = frozenset({"/health"})
+# Routes that answer without a key: /health and /ready, so load balancers can probe.
+OPEN_PATHS = frozenset({"/health", "/ready"})
 
 
 class Guard:

@@ -37,13 +37,22 @@ class OpenAIEmbeddingRequest(_Strict):
     """POST /v1/embeddings, as in OpenAI's API. Unknown fields are ignored there, so here too."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
-    input: Texts = Field(description="A string or a list of strings to embed.")
+    input: Texts | list[int] | list[list[int]] = Field(description=(
+        "A string or a list of strings to embed; or token ids (a list, or a list of lists) when "
+        "input_tokenizer says whose they are."))
     model: str | None = Field(default=None, description="Informational; the served model answers.")
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1, description="Keep the first N dimensions.")
     user: str | None = None
+    input_tokenizer: str | None = Field(default=None, description=(
+        "Whose token ids `input` holds: \"model\" (the served model's own, as POST /tokenize gives them, "
+        "special tokens included) or a tiktoken encoding such as \"cl100k_base\" (decoded back to text where "
+        "tiktoken's files are on the server). Token ids without it are refused: 422."))
 
-    _texts = field_validator("input")(_check_text)
+    @field_validator("input")
+    @classmethod
+    def _texts(cls, value: Any) -> Any:
+        return _check_text(value) if isinstance(value, str) or (value and isinstance(value[0], str)) else value
 
 
 class OpenAIEmbedding(BaseModel):
@@ -147,6 +156,23 @@ class IndexDeleteRequest(_Strict):
 class IndexDeleteResponse(BaseModel):
     deleted: int
     size: int
+
+
+class TokenizeRequest(_Strict):
+    """POST /tokenize, as in text-embeddings-inference: the tokens the model reads."""
+
+    inputs: Texts
+    add_special_tokens: bool = True
+
+    _texts = field_validator("inputs")(_check_text)
+
+
+class Token(BaseModel):
+    id: int
+    text: str = Field(description="The characters of the input it covers; a special token's own text.")
+    special: bool
+    start: int | None = Field(description="Character offset in the input; null for a special token.")
+    stop: int | None
 
 
 class ErrorBody(BaseModel):

@@ -62,16 +62,21 @@ class Service:
         return np.asarray(self.enc.encode_ids(ids, prompt_length, normalize=normalize, convert_to="numpy",
                                               truncate_dim=dimensions), dtype=np.float32)
 
-    async def embed(self, request: Request, texts: list[str], *, normalize: bool | None = None,
-                    truncate: bool | None = None, prompt_name: str | None = None,
-                    dimensions: int | None = None) -> tuple[np.ndarray, int]:
-        """Vectors for texts through the queue, and the number of tokens they cost.
+    async def embed_ids(self, request: Request, ids: list[list[int]], *,
+                        dimensions: int | None = None) -> tuple[np.ndarray, int]:
+        """Vectors for the model's own token ids, the whole sequences it reads (checked by
+        tokens.py), through the same queue as texts."""
+        self._check_count(len(ids))
+        dimensions, normalize = self._dimensions(dimensions, None)
+        return await self._queue(request, ids, [len(row) for row in ids], (0, normalize, dimensions))
 
-        `dimensions` keeps the first N (Matryoshka, through the encoder's `truncate_dim`)."""
+    def _check_count(self, n: int) -> None:
         limit = self.config.max_client_batch_size
-        if len(texts) > limit:
+        if n > limit:
             self.metrics.rejected.labels("too_many_inputs").inc()
-            raise APIError(413, f"{len(texts)} inputs in one request; at most {limit} are accepted", "payload_too_large")
+            raise APIError(413, f"{n} inputs in one request; at most {limit} are accepted", "payload_too_large")
+
+    def _dimensions(self, dimensions: int | None, normalize: bool | None) -> tuple[int | None, bool | None]:
         full = int(self.enc.dimension)
         if dimensions is not None and dimensions > full:
             raise APIError(422, f"dimensions {dimensions} is more than the model's {full}")
@@ -80,6 +85,16 @@ class Service:
             # A model that normalizes answers unit vectors at every size, as OpenAI's shortened
             # embeddings are; a cut alone would not be (sentence-transformers leaves it so).
             normalize = True
+        return dimensions, normalize
+
+    async def embed(self, request: Request, texts: list[str], *, normalize: bool | None = None,
+                    truncate: bool | None = None, prompt_name: str | None = None,
+                    dimensions: int | None = None) -> tuple[np.ndarray, int]:
+        """Vectors for texts through the queue, and the number of tokens they cost.
+
+        `dimensions` keeps the first N (Matryoshka, through the encoder's `truncate_dim`)."""
+        self._check_count(len(texts))
+        dimensions, normalize = self._dimensions(dimensions, normalize)
         timings = request.state.timings
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -97,15 +112,20 @@ class Service:
                     raise APIError(422, f"input {i} has {n} tokens, more than the model's max_seq_length {max_len}; "
                                         "shorten it or send truncate=true")
         tokens = [len(ids) for ids in tokenized.ids]  # cut to max_seq_length
+        return await self._queue(request, tokenized.ids, tokens, (tokenized.prompt_length, normalize, dimensions))
+
+    async def _queue(self, request: Request, items: list, tokens: list[int], key: tuple) -> tuple[np.ndarray, int]:
+        """Through the batcher: the vectors of items in order, and the tokens they cost."""
+        timings = request.state.timings
         try:
-            job = await self.batcher.submit(tokenized.ids, tokens, key=(tokenized.prompt_length, normalize, dimensions))
+            job = await self.batcher.submit(items, tokens, key=key)
         except QueueFull as err:
             self.metrics.rejected.labels("queue_full").inc()
             raise APIError(429, str(err), "queue_full") from None
         timings["queue"], timings["inference"] = job.queue_time, job.inference_time
         self.metrics.queue_time.observe(job.queue_time)
-        if not texts:
-            return np.zeros((0, dimensions or full), np.float32), 0
+        if not items:
+            return np.zeros((0, key[2] or int(self.enc.dimension)), np.float32), 0
         return np.stack(job.results), sum(tokens)  # type: ignore[arg-type]
 
     def info(self) -> dict[str, Any]:
