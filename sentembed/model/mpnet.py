@@ -146,13 +146,18 @@ class SelfAttention(nn.Module):
     def _qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """q, k and v stacked, so inference runs one GEMM instead of three.
 
-        Rebuilt whenever a weight changes: an optimizer step bumps the version counters,
-        a dtype or device move replaces the tensors."""
+        Rebuilt whenever a weight changes: an in-place edit bumps the version counters, a
+        dtype or device move replaces the tensors, and `train()` drops the copy, since fused
+        optimizers (AdamW(fused=True), the trainer's) update weights without bumping versions."""
         parts = (self.q, self.k, self.v)
         key = tuple((p.weight.data_ptr(), p.weight._version, p.bias.data_ptr(), p.bias._version) for p in parts)
         if self._fused is None or self._fused[0] != key:
             self._fused = (key, torch.cat([p.weight for p in parts]), torch.cat([p.bias for p in parts]))
         return self._fused[1], self._fused[2]
+
+    def train(self, mode: bool = True) -> "SelfAttention":
+        self._fused = None
+        return super().train(mode)
 
     def forward(self, x: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
         qkv = None if self.training else onednn_linear(x, *self._qkv_weights())
