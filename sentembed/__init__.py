@@ -3,16 +3,18 @@
     import sentembed
     model = sentembed.load("all-mpnet-base-v2")
     model.encode("The cat sits outside")
+    reranker = sentembed.load_cross_encoder("runs/reranker")      # (query, document) scores
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .cross_encoder import CrossEncoder, load_cross_encoder
     from .encoder import SentenceEncoder, load
 
 __version__ = "0.1.0"
-__all__ = ["SentenceEncoder", "load", "__version__"]
+__all__ = ["SentenceEncoder", "load", "CrossEncoder", "load_cross_encoder", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -22,4 +24,8 @@ def __getattr__(name: str) -> Any:
         from . import encoder
 
         return getattr(encoder, name)
+    if name in ("CrossEncoder", "load_cross_encoder"):
+        from . import cross_encoder
+
+        return getattr(cross_encoder, name)
     raise AttributeError(f"module 'sentembed' has no attribute {name!r}")

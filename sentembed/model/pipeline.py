@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..io import atomic_dir
+from .classifier import ModelKindError, model_kind
 from .dense import Dense
 from .files import read_json, write_json
 from .normalize import Normalize
@@ -90,6 +91,10 @@ class SentencePipeline(nn.Sequential):
     @classmethod
     def load(cls, path: Path) -> "SentencePipeline":
         path = Path(path)
+        kind, evidence = model_kind(path)
+        if kind == "cross-encoder":
+            raise ModelKindError(f"{path} holds a cross-encoder ({evidence}): it scores (query, document) pairs "
+                                 "and makes no embeddings; load it with sentembed.load_cross_encoder")
         modules_file = path / "modules.json"
         if not modules_file.is_file():
             # A plain Hugging Face checkpoint (microsoft/mpnet-base): mean pooling, as the reference does.

@@ -79,13 +79,18 @@ class Transformer(nn.Module):
         path = Path(path)
         write_json(path / "config.json", self.encoder.config.to_dict())
         write_weights(self.encoder.state_dict(), path / "model.safetensors")
+        self.save_tokenizer(path)
+        write_json(path / self.config_file, {"max_seq_length": self.max_seq_length, "do_lower_case": self.do_lower_case})
+
+    def save_tokenizer(self, path: Path) -> None:
+        """tokenizer.json and tokenizer_config.json (the cross-encoder's directory has them too)."""
+        path = Path(path)
         self.tokenizer.save(path)
         write_json(path / "tokenizer_config.json", {
             "tokenizer_class": "MPNetTokenizer", "do_lower_case": True, "model_max_length": self.max_seq_length,
             "bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
             "unk_token": "[UNK]", "pad_token": "<pad>", "mask_token": "<mask>",
         })
-        write_json(path / self.config_file, {"max_seq_length": self.max_seq_length, "do_lower_case": self.do_lower_case})
 
 
 def _tokenizer_max_length(path: Path) -> int | None:
