@@ -44,19 +44,41 @@ def _architecture(enc: Any) -> str:
     return "\n".join(lines)
 
 
+def _cross_encoder_details(enc: Any, base: str, names: list[str]) -> list[str]:
+    """Model details and usage of a cross-encoder (a reranker): pairs in, scores out."""
+    cfg = enc.pipeline.transformer.encoder.config
+    return ["## Model Details", "",
+            f"- **Model type:** Cross Encoder (MPNetForSequenceClassification, {cfg.num_hidden_layers} layers, "
+            f"hidden size {cfg.hidden_size})",
+            f"- **Base model:** `{base}`",
+            f"- **Maximum sequence length:** {enc.max_seq_length} tokens",
+            f"- **Number of output labels:** {enc.num_labels}; activation `{enc.activation}`",
+            f"- **Training datasets:** {', '.join(names)}", "",
+            "## Usage", "", "```python", "from sentence_transformers import CrossEncoder", "",
+            'model = CrossEncoder("path/to/this/model")',
+            'scores = model.predict([("How many people live in Berlin?", "Berlin has 3.5 million people.")])',
+            "```", "", "or with sentembed:", "", "```python", "import sentembed", "",
+            'reranker = sentembed.load_cross_encoder("path/to/this/model")',
+            'reranker.rank("How many people live in Berlin?", documents, top_k=10)', "```", ""]
+
+
 def render_card(enc: Any, cfg: Any, datasets: Sequence[Any], loss: Any, log: list[dict],
                 eval_results: dict[str, float], total_steps: int) -> str:
     """The card's markdown text."""
     base = cfg.model
     title = cfg.model_name or f"{Path(base).name} fine-tuned with sentembed"
     names = [ds.name for ds in datasets]
-    out = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity",
-           "tags:", "- sentence-transformers", "- sentence-similarity", "- feature-extraction", "- sentembed",
+    reranker = hasattr(enc, "num_labels")
+    task = ("text-ranking", "- cross-encoder", "It scores how well a text answers a query (a reranker).") if reranker \
+        else ("sentence-similarity", "- sentence-similarity", "It maps sentences and paragraphs to a "
+              f"{enc.dimension}-dimensional dense vector space.")
+    out = ["---", "library_name: sentence-transformers", f"pipeline_tag: {task[0]}",
+           "tags:", "- sentence-transformers", task[1], "- feature-extraction", "- sentembed",
            f"base_model: {base}", "datasets:", *[f"- {n}" for n in names], "---", "",
            f"# {title}", "",
            f"This is a [sentence-transformers](https://www.SBERT.net) model fine-tuned from `{base}` with "
-           f"sentembed on {len(datasets)} dataset(s). It maps sentences and paragraphs to a "
-           f"{enc.dimension}-dimensional dense vector space.", "",
+           f"sentembed on {len(datasets)} dataset(s). {task[2]}", "",
+           *(_cross_encoder_details(enc, base, names) if reranker else [
            "## Model Details", "",
            f"- **Base model:** `{base}`",
            f"- **Maximum sequence length:** {enc.max_seq_length} tokens",
@@ -68,7 +90,7 @@ def render_card(enc: Any, cfg: Any, datasets: Sequence[Any], loss: Any, log: lis
            'model = SentenceTransformer("path/to/this/model")',
            'embeddings = model.encode(["The weather is lovely today.", "It is sunny outside!"])',
            "```", "", "or with sentembed:", "", "```python", "import sentembed", "",
-           'model = sentembed.load("path/to/this/model")', "```", "",
+           'model = sentembed.load("path/to/this/model")', "```", ""]),
            "## Training Details", "", "### Training Datasets", ""]
     for ds in datasets:
         st = ds.stats(1000, count=getattr(enc, "count_tokens", None))

@@ -62,8 +62,10 @@ def load_state(path: Path) -> dict[str, Any]:
 def load_weights_into(pipeline: torch.nn.Module, path: Path) -> None:
     """Copy a checkpoint's weights into a live pipeline (keeps the optimizer's parameters)."""
     from sentembed.model import SentencePipeline
+    from sentembed.model.classifier import CrossEncoderModel, model_kind
 
-    saved = SentencePipeline.load(Path(path) / "model")
+    model = Path(path) / "model"
+    saved = CrossEncoderModel.load(model) if model_kind(model)[0] == "cross-encoder" else SentencePipeline.load(model)
     missing, unexpected = pipeline.load_state_dict(saved.state_dict(), strict=False)
     if missing or unexpected:
         raise ValueError(f"checkpoint {path} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")

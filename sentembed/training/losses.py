@@ -252,17 +252,24 @@ LOSSES: dict[str, type[EmbeddingLoss]] = {
 
 
 def make_loss(name: str, params: dict[str, Any] | None = None) -> EmbeddingLoss:
-    """Build a loss by name: `make_loss("triplet", {"distance": "euclidean", "margin": 5})`.
+    """Build a loss by name: `make_loss("triplet", {"distance": "euclidean", "margin": 5})`;
+    "bce" and "listnet" train a cross-encoder (cross_encoder_losses.py).
     `matryoshka_dims` (and `matryoshka_weights`) in params wrap it in MatryoshkaLoss."""
+    from .cross_encoder_losses import CROSS_ENCODER_LOSSES   # they build on EmbeddingLoss, defined here
+
+    losses = {**LOSSES, **CROSS_ENCODER_LOSSES}
     params = dict(params or {})
     key = name.lower().replace("-", "_").removesuffix("loss").rstrip("_")
     key = {"multiplenegativesranking": "mnrl", "cachedmultiplenegativesranking": "cached_mnrl",
-           "cosinesimilarity": "cosine_similarity"}.get(key, key)
-    if key not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(set(LOSSES) - {'multiple_negatives_ranking'})}")
+           "cosinesimilarity": "cosine_similarity", "binarycrossentropy": "bce"}.get(key, key)
+    if key not in losses:
+        hidden = {"multiple_negatives_ranking", "binary_cross_entropy", "list_net"}
+        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(set(losses) - hidden)}")
     dims, weights = params.pop("matryoshka_dims", None), params.pop("matryoshka_weights", None)
+    if dims and key in CROSS_ENCODER_LOSSES:
+        raise ValueError(f"loss {name!r} trains a cross-encoder, which has no embeddings to truncate (matryoshka_dims)")
     try:
-        loss = LOSSES[key](**params)
+        loss = losses[key](**params)
     except TypeError as e:
         raise ValueError(f"loss {name!r}: bad parameters {params} ({e})") from None
     return MatryoshkaLoss(loss, dims, weights) if dims else loss

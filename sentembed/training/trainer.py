@@ -149,9 +149,18 @@ class Trainer:
         labels = torch.tensor([ds.labels[r] for r in rows], dtype=torch.float32) if ds.labels is not None else None
         return columns, labels
 
+    def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> torch.Tensor:
+        """A cross-encoder's logits (first label) for (query, document) pairs, with a graph."""
+        with self._autocast():
+            return self.model(self.enc.tokenize_pairs(queries, documents))["scores"][:, 0]
+
     def micro_step(self, ds_index: int, rows: list[int]) -> torch.Tensor:
         columns, labels = self._batch(ds_index, rows)
         scale = 1.0 / self.cfg.grad_accum
+        if getattr(self.loss, "cross_encoder", False):   # cross_encoder_losses.py: pairs, not embeddings
+            loss = self.loss(self.score_pairs, columns, labels)
+            (loss * scale).backward()
+            return loss.detach()
         if self.loss.cached:
             return self.loss.step(self.embed, columns, labels, grad_scale=scale)
         loss = self.loss(self.embed_columns(columns), labels)
