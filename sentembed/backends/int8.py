@@ -19,7 +19,6 @@ math_attention) and the row scales stay fp32 so those passes stay vectorized (qu
 from __future__ import annotations
 
 import copy
-import os
 import warnings
 
 import torch
@@ -28,6 +27,7 @@ from torch import nn
 
 from ..model.cpu import cpu, warn_once
 from ..model.mpnet import AttentionMask, MPNet, padding_bias, run_layers
+from ..model.settings import settings
 from .session import BackendEncoder
 
 # Layers left in the activation dtype by default: none. Per-token int8 on all 72 Linear layers
@@ -154,8 +154,8 @@ def int8_supported() -> bool:
 
 def activation_dtype() -> torch.dtype:
     """bf16 where the CPU runs it natively (AVX-512 BF16 / AMX), else fp32."""
-    if os.environ.get("SENTEMBED_INT8_ACT_DTYPE") in ("float32", "bfloat16"):
-        return getattr(torch, os.environ["SENTEMBED_INT8_ACT_DTYPE"])
+    if settings().int8_act_dtype is not None:
+        return getattr(torch, settings().int8_act_dtype)
     return torch.bfloat16 if cpu().bf16 else torch.float32
 
 
@@ -281,7 +281,7 @@ class Int8MPNet(nn.Module):
 
 def compile_enabled() -> bool:
     """SENTEMBED_COMPILE=0 turns compilation off (it needs a C++ compiler and ~1 min once a machine)."""
-    return os.environ.get("SENTEMBED_COMPILE", "1") not in ("0", "false", "no")
+    return settings().compile
 
 
 def compile_pays() -> bool:

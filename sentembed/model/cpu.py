@@ -26,6 +26,8 @@ import shutil
 import warnings
 from dataclasses import asdict, dataclass
 
+from .settings import settings
+
 OVERRIDE_ENV = "SENTEMBED_CPU"
 # Capability classes the override accepts, from the least to the most able.
 CLASSES = ("default", "avx2", "avx512")
@@ -56,7 +58,7 @@ class CPU:
 @functools.cache
 def cpu() -> CPU:
     """The CPU this process runs on (detected on the first call)."""
-    override = os.environ.get(OVERRIDE_ENV, "").strip().lower() or None
+    override = settings().cpu_class
     if override is not None and override not in CLASSES:
         raise ValueError(f"{OVERRIDE_ENV}={override!r} is not a CPU class; choices: {', '.join(CLASSES)}")
     import torch  # here, not at the top: `sentembed --help` reaches this module without a model

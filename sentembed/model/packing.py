@@ -26,7 +26,6 @@ runs behind this choice are in benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from .batching import plan_batches
 from .mpnet import AttentionMask, MPNet, relative_position_bucket
 from .pipeline import SentencePipeline
 from .pooling import Pooling
+from .settings import settings
 
 try:
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -105,7 +105,7 @@ def flex_attention_available() -> bool:
 def use_packing(device: torch.device | str) -> bool:
     """The encoder's switch: CUDA, FlexAttention present, and SENTEMBED_PACKING=1."""
     return (torch.device(device).type == "cuda" and flex_attention_available()
-            and os.environ.get("SENTEMBED_PACKING", "0") in ("1", "true", "yes"))
+            and settings().packing)
 
 
 class PackedMask(AttentionMask):

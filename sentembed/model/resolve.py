@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..io import atomic_dir
 from . import parts
+from .settings import settings
 
 PYPI_MODEL = "sentence-transformers/all-mpnet-base-v2"
 
@@ -21,7 +22,7 @@ class ModelNotFoundError(FileNotFoundError):
 
 
 def home() -> Path:
-    return Path(os.environ.get("SENTEMBED_HOME", Path.home() / ".cache" / "sentembed"))
+    return settings().home
 
 
 def models_dir() -> Path:
