@@ -243,12 +243,22 @@ def _index_retriever(**options):
     return IndexRetriever(**options)
 
 
+def _open_index(path: Path, encoder):
+    """A search index for `mine-negatives --index` (training mines with it; only this level imports both)."""
+    from .search.index import Index
+
+    return Index.open(path, encoder)
+
+
 _register_subcommands()
 # `eval retrieval --mode` joins two uses (evaluation measures what a search index returns), so
 # this command line, above both, hands evaluation the index's retriever.
 from .evaluation import cli as _evaluation_cli  # noqa: E402
 
 _evaluation_cli.index_retriever = _index_retriever
+from .training import cli as _training_cli  # noqa: E402
+
+_training_cli.open_index = _open_index
 
 
 def main() -> None:

@@ -18,6 +18,8 @@ _HOMES = {
     "MatryoshkaLoss": "losses", "MultipleNegativesRankingLoss": "losses", "TripletLoss": "losses",
     "make_loss": "losses", "train": "run", "MixtureBatchSampler": "samplers", "Trainer": "trainer",
     "TrainingError": "trainer", "TrainResult": "trainer",
+    "BinaryCrossEntropyLoss": "cross_encoder_losses", "ListNetLoss": "cross_encoder_losses",
+    "mine_hard_negatives": "hard_negatives",
 }
 __all__ = list(_HOMES)
 

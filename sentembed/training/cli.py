@@ -1,7 +1,8 @@
 """`sentembed train CONFIG.yaml [--field value ...]`: every TrainConfig field is also a flag
-(lists and dicts as JSON), and a flag wins over the file.
+(lists and dicts as JSON), and a flag wins over the file. `sentembed mine-negatives PAIRS -o OUT`.
 
     sentembed train examples/train_scifact.yaml --max-steps 100 --precision bf16
+    sentembed mine-negatives pairs.jsonl -o triplets.jsonl --corpus corpus.jsonl --relative-margin 0.05
 """
 from __future__ import annotations
 
@@ -23,8 +24,65 @@ def _flag_type(tp: Any) -> Any:
     return Optional[str]
 
 
+# Set by the top-level command line, which may import search: opens an Index for
+# `mine-negatives --index` (training itself never imports search).
+open_index: Any = None
+
+
+def mine_negatives(
+    pairs: Path = typer.Argument(..., help="(query, positive) pairs: JSONL, CSV/TSV or Parquet."),
+    output_file: Path = typer.Option(..., "-o", "--output", help="JSON-lines file of the mined rows."),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="Texts to mine from (.txt, or a file with --field); "
+                                          "default: the positives."),
+    field: str = typer.Option("text", help="The corpus column that holds the text (not for .txt)."),
+    index: Optional[Path] = typer.Option(None, "--index", help="A sentembed index to mine from, reusing its vectors."),
+    model: str = typer.Option("all-mpnet-base-v2", "-m", "--model", help="Model name or directory."),
+    columns: Optional[str] = typer.Option(None, help="The two pair columns, comma-separated (default: detected)."),
+    num_negatives: int = typer.Option(3, help="Negatives per pair."),
+    range_min: int = typer.Option(0, help="Skip this many best candidates."),
+    range_max: Optional[int] = typer.Option(None, help="Consider candidates up to this rank."),
+    max_score: Optional[float] = typer.Option(None, help="Skip candidates scoring above this."),
+    margin: Optional[float] = typer.Option(None, help="A negative scores at most positive - margin."),
+    relative_margin: Optional[float] = typer.Option(None, help="A negative scores at most positive × (1 - this)."),
+    sampling: str = typer.Option("top", help="top | random (within the window)."),
+    mode: str = typer.Option("dense", help="dense | hybrid (hybrid needs --index)."),
+    output: str = typer.Option("triplets", help="triplets | n-tuple | labeled-pairs."),
+    batch_size: int = typer.Option(32, help="encode batch size."),
+    chunk_size: int = typer.Option(1024, help="Pairs mined at a time (the memory bound's unit)."),
+    seed: int = typer.Option(42, help="Seed for sampling=random."),
+) -> None:
+    """Mine hard negatives for (query, positive) pairs from a corpus or an index, streamed in bounded memory."""
+    import sentembed
+
+    from .hard_negatives import mine_hard_negatives, output_keys, read_pairs, write_rows
+
+    try:
+        if corpus is not None and index is not None:
+            raise ValueError("give --corpus or --index, not both")
+        encoder = sentembed.load(model)
+        source: dict[str, Any] = {}
+        if index is not None:
+            source["index"] = open_index(index, encoder)
+        elif corpus is not None:
+            from ..io import file_format, read_records
+
+            key = None if file_format(corpus) == "txt" else field
+            source["corpus"] = (rec if key is None else rec[key] for _, rec in read_records(corpus))
+        rows = mine_hard_negatives(
+            read_pairs(pairs, columns.split(",") if columns else None), encoder=encoder, num_negatives=num_negatives,
+            range_min=range_min, range_max=range_max, max_score=max_score, margin=margin,
+            relative_margin=relative_margin, sampling=sampling, mode=mode, output=output, chunk_size=chunk_size,
+            batch_size=batch_size, seed=seed, **source)
+        count = write_rows(rows, output_file, output, num_negatives)
+    except (ValueError, TypeError, FileNotFoundError, KeyError) as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"{count} rows in {output_file}; train on them with columns {output_keys(output, num_negatives)}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add `train` to the `sentembed` app."""
+    """Add `train` and `mine-negatives` to the `sentembed` app."""
+    app.command("mine-negatives")(mine_negatives)
     from .config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
