@@ -244,3 +244,18 @@ class Chunker:
             if start is not None:
                 return start
         return end
+
+
+def chunker_for(enc: Any, tokens: int | str | None, overlap: int | None) -> Chunker | None:
+    """The chunker of `Index.create`'s chunk_tokens ("auto", None or a number) and chunk_overlap."""
+    if tokens is None:
+        if overlap is not None:
+            raise ValueError("chunk_overlap needs chunk_tokens (None keeps whole texts)")
+        return None
+    if tokens == "auto":
+        if getattr(enc, "max_seq_length", None) is None:
+            return None  # a stand-in without a window: whole texts
+        tokens = None
+    elif isinstance(tokens, str):
+        raise ValueError(f"chunk_tokens is 'auto', None or a number of tokens, got {tokens!r}")
+    return Chunker.for_encoder(enc, tokens, overlap)

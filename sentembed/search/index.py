@@ -20,54 +20,32 @@ True
 from __future__ import annotations
 
 import fcntl
-import functools
 import json
 import os
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-import torch
 
 from ..encoder import encode_as
-from ..vectors import as_matrix, pairwise_scores, resolve_similarity
+from ..vectors import as_matrix, resolve_similarity
 from . import ann, fusion
-from .chunking import Chunker
-from .exact import Block, topk_blocks
+from .chunking import Chunker, chunker_for
+from .compaction import merge, next_segment, write_segment
 from .documents import check_documents
 from .lexical import match_expression
-from . import prefilter
-from .prefilter import Shadow, read_shadow, write_shadow
-from .store import Catalog, Segment, Snapshot, fsync_dir, open_segment, read_rows, write_atomic
+from .searching import Hit, rank
+from .store import Catalog, Snapshot, fsync_dir, write_atomic
+from .view import OpenFiles, View, shadow_file
 
 FORMAT = "sentembed-index"
 VERSION = 2  # 2: passages and the lexical table; version 1 indexes open as they were
 # The mode of a search that names none, where the index has a lexical table (else "dense").
 # Dense until the SciFact measurement of benchmarks/retrieval.py decides otherwise.
 DEFAULT_MODE = "dense"
-# Each list of a hybrid search holds at least this many documents before fusion, so that a
-# document just below the top k of one list can still rise on the other's evidence.
-FUSION_DEPTH = 100
 PROBE = "sentembed index fingerprint: the quick brown fox jumps over the lazy dog."
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result: document id, score, text, metadata, and the passage that matched.
-
-    The score is the index's similarity for mode "dense", BM25 for "lexical" and the fused
-    score for "hybrid". `text[span[0]:span[1]] == passage`; unchunked, the passage is the text.
-    """
-
-    id: str
-    score: float
-    text: str | None
-    metadata: Any = None
-    passage: str | None = None
-    span: tuple[int, int] | None = None
 
 
 class Index:
@@ -84,9 +62,7 @@ class Index:
         self._lock = threading.RLock()
         self._catalog = Catalog(path / "catalog.sqlite")
         self._snapshot: Snapshot | None = None
-        self._maps: dict[str, np.ndarray] = {}
-        self._shadows: dict[str, Shadow | None] = {}
-        self._ann: tuple[str, Any] | None = None
+        self._files = OpenFiles(path, self.dimension)
         self._chunker: Chunker | None = None
 
     # ----------------------------------------------------------------- create / open
@@ -106,7 +82,7 @@ class Index:
         similarity = resolve_similarity(enc)
         ann.check_kind(kind, similarity)
         p = ann.AnnParams.from_dict(params)
-        chunking = _chunking(enc, chunk_tokens, chunk_overlap)
+        chunking = chunker_for(enc, chunk_tokens, chunk_overlap)
         probe = encode_as(enc, [PROBE], "document")[0]
         manifest = {
             "format": FORMAT, "version": VERSION,
@@ -219,9 +195,7 @@ class Index:
     def close(self) -> None:
         with self._lock:
             self._catalog.close()
-            self._maps.clear()
-            self._shadows.clear()
-            self._ann = None
+            self._files.clear()
 
     def __enter__(self) -> "Index":
         return self
@@ -234,42 +208,8 @@ class Index:
         self._snapshot = self._catalog.snapshot(self._snapshot)
         return self._snapshot
 
-    def _segment(self, seg: Segment) -> np.ndarray:
-        m = self._maps.get(seg.file)
-        if m is None:
-            m = self._maps[seg.file] = open_segment(self.path, seg, self.dimension)
-        return m
-
-    def _shadow(self, seg: Segment) -> Shadow | None:
-        if not prefilter.bf16_scan_pays():  # this CPU scans fp32 faster: the copy is never read
-            return None
-        if seg.file not in self._shadows:
-            self._shadows[seg.file] = read_shadow(self.path / _shadow_file(seg.file), seg.n_rows, self.dimension)
-        return self._shadows[seg.file]
-
-    def _blocks(self, snap: Snapshot) -> list[Block]:
-        return [Block(s.first_row, self._segment(s), self._shadow(s),
-                      take=functools.partial(read_rows, self.path / s.file, self.dimension))
-                for s in snap.segments]
-
-    def _gather(self, snap: Snapshot, rows: np.ndarray) -> np.ndarray:
-        """Vectors of global `rows`, wherever their segments are."""
-        firsts = np.array([s.first_row for s in snap.segments], dtype=np.int64)
-        out = np.empty((len(rows), self.dimension), dtype=np.float32)
-        which = np.searchsorted(firsts, rows, side="right") - 1
-        for k in np.unique(which):
-            sel = which == k
-            seg = snap.segments[k]
-            out[sel] = read_rows(self.path / seg.file, self.dimension, rows[sel] - seg.first_row)
-        return out
-
-    def _ann_index(self, snap: Snapshot) -> Any:
-        name = snap.state.get("ann_file")
-        if not name:
-            return None
-        if self._ann is None or self._ann[0] != name:
-            self._ann = (name, ann.load(self.path / name))
-        return self._ann[1]
+    def _view(self, snap: Snapshot) -> View:
+        return View(self._files, self._catalog, snap, self.similarity, self.kind, self.params)
 
     def __len__(self) -> int:
         with self._lock:
@@ -346,26 +286,8 @@ class Index:
         expressions = [match_expression(t) for t in texts] if mode != "dense" else [None] * len(queries)
         dense_for = [i for i, e in enumerate(expressions) if mode != "lexical" or e is None]
         q = self._dense_queries(queries, dense_for, query_vectors)
-        k = int(top_k)
-        depth = max(k, FUSION_DEPTH) if mode == "hybrid" else k
         with self._lock:
-            snap = self._snap()
-            if snap.n_alive == 0:
-                return [[] for _ in range(len(queries))]
-            dense = dict(zip(dense_for, self._dense(snap, q, depth, where) if dense_for else []))
-            lexical = {i: self._catalog.search_lexical(e, depth, where) for i, e in enumerate(expressions) if e}
-            rows = {r for ranked in (*dense.values(), *lexical.values()) for r, _ in ranked}
-            docs = self._catalog.fetch(rows)
-        out = []
-        for i, e in enumerate(expressions):
-            if e is None or mode == "dense":
-                ranked = dense[i][:k]
-            elif mode == "lexical":
-                ranked = lexical[i][:k]
-            else:
-                ranked = _fuse(dense[i], lexical[i], docs, k, alpha)
-            out.append([_hit(docs[r], s) for r, s in ranked if r in docs])
-        return out
+            return rank(self._view(self._snap()), q, dense_for, expressions, mode, int(top_k), where, alpha)
 
     def _dense_queries(self, queries: Any, which: list[int], given: np.ndarray | None) -> np.ndarray:
         """The query vectors of queries `which`, embedded here unless `given`."""
@@ -379,58 +301,6 @@ class Index:
         if isinstance(queries, np.ndarray) or not all(isinstance(x, str) for x in queries):
             return self._query_vectors(queries)[which]
         return self._query_vectors([queries[i] for i in which])
-
-    def _dense(self, snap: Snapshot, q: np.ndarray, k: int, where: dict[str, Any] | None) -> list[list[tuple[int, float]]]:
-        """Per query, the `k` best documents as (best passage row, score), best first."""
-        sim = "dot" if self.similarity == "cosine" else self.similarity
-        exclude = snap.deleted if snap.deleted.any() else None
-        index = self._ann_index(snap)
-        if where is not None:
-            exclude = np.ones(snap.n_rows, dtype=bool)
-            exclude[self._catalog.rows_where(where)] = False
-            index = None
-        live = snap.n_rows - (int(exclude.sum()) if exclude is not None else 0)
-        fetch = min(k, max(live, 1))
-        while True:
-            # Several passages of one document may fill the top rows: ask for more until k
-            # documents are found or every row was ranked.
-            if index is not None and int(snap.state.get("ann_rows", 0)) == snap.n_rows:
-                scores, rows = self._search_ann(index, snap, q, fetch, sim)
-            else:
-                res = topk_blocks(torch.from_numpy(q), self._blocks(snap), fetch, sim, snap.n_rows, exclude)
-                scores, rows = res.scores, res.indices
-            parents = self._catalog.parents(np.unique(rows[rows >= 0]))
-            out, short = [], False
-            for srow, rrow in zip(scores, rows):
-                seen: set[int] = set()
-                ranked = []
-                for s, r in zip(srow, rrow):
-                    doc = parents.get(int(r)) if r >= 0 and np.isfinite(s) else None
-                    if doc is not None and doc not in seen and len(ranked) < k:
-                        seen.add(doc)
-                        ranked.append((int(r), float(s)))
-                out.append(ranked)
-                short |= len(ranked) < k
-            if not short or fetch >= live:
-                return out
-            fetch = min(fetch * 4, live)
-
-    def _search_ann(self, index: Any, snap: Snapshot, q: np.ndarray, k: int, sim: str) -> tuple[np.ndarray, np.ndarray]:
-        fetch = k * self.params.refine if self.kind == "ivfpq" else k
-        _, rows = ann.search(index, self.kind, q, min(fetch, snap.n_rows), self.params, snap.deleted)
-        # Re-score the candidates exactly: the score is then the model's similarity, whatever
-        # the structure approximated (PQ codes, squared L2).
-        scores = np.full(rows.shape, -np.inf, dtype=np.float32)
-        for i in range(len(q)):
-            valid = rows[i] >= 0
-            if valid.any():
-                vecs = self._gather(snap, rows[i][valid])
-                scores[i, valid] = pairwise_scores(q[i : i + 1], vecs, sim)[0]
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        rows = np.take_along_axis(rows, order, 1)
-        scores = np.take_along_axis(scores, order, 1)
-        rows[~np.isfinite(scores)] = -1
-        return scores, rows
 
     # ----------------------------------------------------------------- writing
     @contextmanager
@@ -448,7 +318,7 @@ class Index:
     def _cleanup(self) -> None:
         """Remove files a killed writer left behind: whatever no commit names."""
         snap = self._snap()
-        named = {s.file for s in snap.segments} | {_shadow_file(s.file) for s in snap.segments}
+        named = {s.file for s in snap.segments} | {shadow_file(s.file) for s in snap.segments}
         named.add(snap.state.get("ann_file", ""))
         for f in list((self.path / "vectors").iterdir()) + list(self.path.glob("ann-*")):
             rel = str(f.relative_to(self.path))
@@ -491,18 +361,11 @@ class Index:
             taken = self._catalog.existing_ids(list(ids))
             if taken:
                 raise ValueError(f"ids already in the index: {taken[:5]}{'...' if len(taken) > 5 else ''}; delete them first")
-            seg_no = max((s.seg for s in snap.segments), default=0) + 1
-            seg = Segment(seg_no, f"vectors/seg-{seg_no:06d}.f32", first, len(vecs))
+            seg = next_segment(snap, first, len(vecs))
             # 1) the vectors, durable before any commit names them
-            seg_path = self.path / seg.file
-            with open(seg_path, "wb") as f:
-                f.write(vecs.tobytes())
-                f.flush()
-                os.fsync(f.fileno())
-            self._write_shadow(seg.file, [vecs])
-            fsync_dir(seg_path.parent)
+            write_segment(self.path, seg, [vecs], self._shadowed)
             # 2) the ANN structure for the new state, in a new file
-            state = self._write_ann(snap, vecs, seg_no)
+            state = self._write_ann(snap, vecs, seg.seg)
             # 3) one transaction makes it all visible
             self._catalog.commit_add(seg, list(ids), texts, meta_json, state, spans)
             old = snap.state.get("ann_file")
@@ -511,15 +374,17 @@ class Index:
             self._snap()
         return list(ids)
 
-    def _write_shadow(self, seg_file: str, matrices: list[np.ndarray]) -> None:
-        """The bf16 copy that makes exact inner-product search twice as fast (see prefilter.py)."""
-        if self.similarity in ("cosine", "dot"):
-            write_shadow(self.path / _shadow_file(seg_file), matrices)
+    @property
+    def _shadowed(self) -> bool:
+        """Whether segments get a bf16 copy, which makes exact inner-product search twice as
+        fast (prefilter.py)."""
+        return self.similarity in ("cosine", "dot")
 
     def _write_ann(self, snap: Snapshot, vecs: np.ndarray, seg_no: int) -> dict[str, str]:
         """Write the ANN structure of the state after this add to a new file; returns its state keys."""
-        index = ann.updated(self.kind, self._ann_index(snap), vecs, snap.n_rows, self.dimension, self.similarity,
-                            self.params, lambda: self._gather(snap, np.arange(snap.n_rows)))
+        view = self._view(snap)
+        index = ann.updated(self.kind, view.ann(), vecs, snap.n_rows, self.dimension, self.similarity,
+                            self.params, lambda: view.gather(np.arange(snap.n_rows)))
         if index is None:
             return {}
         name = f"ann-{seg_no:06d}.faiss"
@@ -528,32 +393,11 @@ class Index:
         return {"ann_file": name, "ann_rows": str(snap.n_rows + len(vecs))}
 
     def compact(self) -> int:
-        """Merge all vector segments into one file (each add writes one); returns segments merged.
-
-        Row numbers stay the same, so the ANN structure stays valid; readers holding the old
-        files keep reading them until they next look at the catalog.
-        """
+        """Merge all vector segments into one file (each add writes one); returns segments merged."""
         with self._writer():
-            snap = self._snap()
-            if len(snap.segments) < 2:
-                return len(snap.segments)
-            seg_no = max(s.seg for s in snap.segments) + 1
-            merged = Segment(seg_no, f"vectors/seg-{seg_no:06d}.f32", 0, snap.n_rows)
-            with open(self.path / merged.file, "wb") as f:
-                for s in snap.segments:
-                    f.write(np.ascontiguousarray(self._segment(s)).tobytes())
-                f.flush()
-                os.fsync(f.fileno())
-            self._write_shadow(merged.file, [self._segment(s) for s in snap.segments])
-            fsync_dir(self.path / "vectors")
-            self._catalog.commit_segments(snap.segments, merged)
-            for s in snap.segments:
-                (self.path / s.file).unlink(missing_ok=True)
-                (self.path / _shadow_file(s.file)).unlink(missing_ok=True)
-                self._maps.pop(s.file, None)
-                self._shadows.pop(s.file, None)
+            merged = merge(self.path, self._files, self._catalog, self._snap(), self._shadowed)
             self._snap()
-            return len(snap.segments)
+            return merged
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove documents by id in one commit; unknown ids are an error and delete nothing."""
@@ -566,42 +410,3 @@ class Index:
                 raise KeyError(f"ids not in the index: {missing[:5]}{'...' if len(missing) > 5 else ''}; nothing was deleted")
             self._snap()
         return len(set(ids))
-
-
-def _chunking(enc: Any, tokens: int | str | None, overlap: int | None) -> Chunker | None:
-    if tokens is None:
-        if overlap is not None:
-            raise ValueError("chunk_overlap needs chunk_tokens (None keeps whole texts)")
-        return None
-    if tokens == "auto":
-        if getattr(enc, "max_seq_length", None) is None:
-            return None  # a stand-in without a window: whole texts
-        tokens = None
-    elif isinstance(tokens, str):
-        raise ValueError(f"chunk_tokens is 'auto', None or a number of tokens, got {tokens!r}")
-    return Chunker.for_encoder(enc, tokens, overlap)
-
-
-def _hit(doc: tuple[str, str | None, Any, int, int], score: float) -> Hit:
-    id_, text, meta, start, stop = doc
-    return Hit(id_, score, text, meta, text[start:stop] if text is not None else None, (start, stop))
-
-
-def _fuse(dense: list[tuple[int, float]], lexical: list[tuple[int, float]], docs: dict, k: int,
-          alpha: float | None) -> list[tuple[int, float]]:
-    """Fuse two lists of (passage row, score) by document; a document keeps the passage of the
-    list that ranks it higher (dense on a tie)."""
-    best: dict[str, tuple[int, int]] = {}
-    keyed = []
-    for ranked in (dense, lexical):
-        keyed.append([(docs[r][0], s) for r, s in ranked if r in docs])
-        for rank, (r, _) in enumerate(x for x in ranked if x[0] in docs):
-            key = docs[r][0]
-            if key not in best or rank < best[key][0]:
-                best[key] = (rank, r)
-    fused = fusion.rrf(*keyed) if alpha is None else fusion.weighted(*keyed, alpha)
-    return [(best[key][1], score) for key, score in fused[:k]]
-
-
-def _shadow_file(seg_file: str) -> str:
-    return seg_file.rsplit(".", 1)[0] + ".bf16"
