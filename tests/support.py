@@ -120,6 +120,26 @@ def build_tiny_st_model(
     return path
 
 
+def build_cross_encoder(out: Path, num_labels: int = 1, activation: torch.nn.Module | None = None,
+                        seed: int = 0, max_length: int = 64) -> Path:
+    """A random-weight MPNetForSequenceClassification saved by sentence-transformers' CrossEncoder
+    (3 labels: contradiction, entailment, neutral), with the tiny tokenizer."""
+    from sentence_transformers import CrossEncoder
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+
+    torch.manual_seed(seed)
+    hf = out / "hf"
+    config = MPNetConfig(**TINY_CONFIG, num_labels=num_labels)
+    if num_labels == 3:
+        config.id2label = {0: "contradiction", 1: "entailment", 2: "neutral"}
+        config.label2id = {v: k for k, v in config.id2label.items()}
+    MPNetForSequenceClassification(config).save_pretrained(hf)
+    save_tiny_tokenizer(hf)
+    model = CrossEncoder(str(hf), device="cpu", max_length=max_length, activation_fn=activation)
+    model.save(str(out / "model"))
+    return out / "model"
+
+
 def no_dropout(enc) -> None:
     """Turn dropout off everywhere (nn.Dropout and the attention's dropout_p), so runs that
     split a batch differently still compute the same function."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support import TINY_CONFIG, save_tiny_tokenizer
+from support import build_cross_encoder
 
 import sentembed
 from sentembed.cross_encoder import CrossEncoder, load_cross_encoder
@@ -24,24 +24,6 @@ PAIRS = [
     ("x", "y"),
     ("children playing in the park with a ball", "a boy and a girl play ball in the park while a dog runs"),
 ]
-
-
-def build_cross_encoder(out: Path, num_labels: int = 1, activation: torch.nn.Module | None = None,
-                        seed: int = 0, max_length: int = 64) -> Path:
-    """A random-weight MPNetForSequenceClassification saved by sentence-transformers' CrossEncoder."""
-    from transformers import MPNetConfig, MPNetForSequenceClassification
-
-    torch.manual_seed(seed)
-    hf = out / "hf"
-    config = MPNetConfig(**TINY_CONFIG, num_labels=num_labels)
-    if num_labels == 3:
-        config.id2label = {0: "contradiction", 1: "entailment", 2: "neutral"}
-        config.label2id = {v: k for k, v in config.id2label.items()}
-    MPNetForSequenceClassification(config).save_pretrained(hf)
-    save_tiny_tokenizer(hf)
-    model = st.CrossEncoder(str(hf), device="cpu", max_length=max_length, activation_fn=activation)
-    model.save(str(out / "model"))
-    return out / "model"
 
 
 CASES = {

@@ -42,8 +42,10 @@ def _validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for e in errors[:20]]
 
 
-def create_app(encoder: Any, index: Any | None = None, config: ServerConfig | None = None) -> FastAPI:
-    """The service around one encoder (a `SentenceEncoder`) and, optionally, one `Index`."""
+def create_app(encoder: Any, index: Any | None = None, config: ServerConfig | None = None,
+               reranker: Any | None = None) -> FastAPI:
+    """The service around one encoder (a `SentenceEncoder`) and, optionally, one `Index` and
+    one reranker (a `CrossEncoder`, for POST /rerank)."""
     config = config or ServerConfig()
     svc = Service(encoder, index, config)
 
@@ -142,6 +144,11 @@ def create_app(encoder: Any, index: Any | None = None, config: ServerConfig | No
     async def metrics() -> Response:
         """Prometheus text format."""
         return Response(svc.metrics.render(svc.batcher.depth), media_type=svc.metrics.content_type)
+
+    if reranker is not None:
+        from sentembed.server.rerank_routes import add_rerank_routes
+
+        add_rerank_routes(app, reranker, config, _ERRORS)
 
     if index is not None:
         from sentembed.server.index_routes import add_index_routes

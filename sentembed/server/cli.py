@@ -1,4 +1,4 @@
-"""`sentembed serve MODEL [--index DIR] [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--cors-origin URL]`."""
+"""`sentembed serve MODEL [--index DIR] [--reranker DIR] [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--cors-origin URL]`."""
 from __future__ import annotations
 
 import ipaddress
@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
     def serve(
         model: str = typer.Argument(..., help="Model name or Sentence Transformers directory."),
         index: Optional[Path] = typer.Option(None, "--index", help="Serve this index: enables /search and /index/*."),
+        reranker: Optional[str] = typer.Option(None, "--reranker", help="A cross-encoder (name or directory): enables /rerank."),
         host: str = typer.Option("127.0.0.1", help="Address to bind; loopback unless you say otherwise."),
         port: int = typer.Option(8080, help="Port to bind."),
         api_key: Optional[str] = typer.Option(None, "--api-key", envvar="SENTEMBED_API_KEY",
@@ -54,6 +55,7 @@ def register(app: typer.Typer) -> None:
             from sentembed.search import Index
 
             idx = Index.open(index, enc=enc)
+        cross = sentembed.load_cross_encoder(reranker, device=device) if reranker is not None else None
         config = ServerConfig(
             api_key=api_key, max_client_batch_size=max_client_batch_size, max_body_bytes=max_body_bytes,
             max_batch_tokens=max_batch_tokens, max_queue_items=max_queue_items, auto_truncate=auto_truncate,
@@ -61,5 +63,5 @@ def register(app: typer.Typer) -> None:
             cors_origins=tuple(cors_origin or ()),
         )
         # One process: the model is loaded once and the batcher sees every request.
-        uvicorn.run(create_app(enc, idx, config), host=host, port=port, workers=1, log_level=log_level,
+        uvicorn.run(create_app(enc, idx, config, reranker=cross), host=host, port=port, workers=1, log_level=log_level,
                     timeout_graceful_shutdown=10)
