@@ -288,7 +288,7 @@ def compile_pays() -> bool:
     """Whether the int8 graph is compiled on this CPU: where there is VNNI and a C++ compiler.
 
     Without VNNI (AVX2-only CPUs) the compiled graph crawls (a batch of 64 STS-B sentences took
-    43 s against 0.4 s uncompiled, oneDNN limited to AVX2), so int8 runs uncompiled there."""
+    43 s, oneDNN limited to AVX2), so int8 runs uncompiled there, and still slower than float32."""
     if not compile_enabled():
         return False
     if cpu().compiler is None:
@@ -296,8 +296,9 @@ def compile_pays() -> bool:
                   "was found (install g++ or set CXX)")
         return False
     if not cpu().vnni:
-        warn_once(f"quantize='int8' on a CPU without VNNI ({cpu().describe()}): int8 products run on AVX2 "
-                  "instructions, uncompiled, with a smaller lead over float32 than on VNNI CPUs")
+        warn_once(f"quantize='int8' on a CPU without VNNI ({cpu().describe()}): int8 products have no "
+                  "dot-product instructions here and the graph runs uncompiled, slower than float32 "
+                  "(about 0.4x with oneDNN limited to AVX2); dtype='float32' or backend='openvino' is faster")
         return False
     return True
 

@@ -48,7 +48,16 @@ def _run_load(live_server, encoder, sentences: list[str], clients: int = CLIENTS
     return errors, got, metrics
 
 
-def test_load_tiny_model(tiny_encoder, stsb_sentences, live_server):
+@pytest.fixture(scope="module")
+def long_tiny_encoder(tiny_model_factory):
+    """The tiny tokenizer cuts words finely (STS-B sentences up to ~120 tokens): a window that holds them all."""
+    import sentembed
+
+    return sentembed.load(str(tiny_model_factory(max_seq_length=256)), device="cpu")
+
+
+def test_load_tiny_model(long_tiny_encoder, stsb_sentences, live_server):
+    tiny_encoder = long_tiny_encoder
     errors, got, metrics = _run_load(live_server, tiny_encoder, stsb_sentences[:800])
     assert errors == 0
     texts = list(got)
