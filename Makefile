@@ -8,9 +8,15 @@ STAMP  := $(VENV)/.installed
 BENCH_VENV  := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: setup demo test bench-env bench clean
+.PHONY: setup browser demo test bench-env bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# The playground's test drives Debian's headless Chromium through Selenium (Playwright's own
+# browser download does not work here); installed once, quietly, when missing.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
 
 # torch is pinned and installed first: an unpinned torch would pull gigabytes of CUDA.
 $(STAMP): pyproject.toml

@@ -155,6 +155,10 @@ def create_app(encoder: Any, index: Any | None = None, config: ServerConfig | No
 
         add_index_routes(app, svc, _ERRORS)
 
+    from sentembed.server.page import add_page_routes
+
+    add_page_routes(app)  # the playground at /: open without the key, as it holds no secret
+
     routes = frozenset(getattr(r, "path", "") for r in app.routes)
     app.add_middleware(Guard, config=config, routes=routes, on_answer=svc.metrics.observe_request)
     if config.cors_origins:  # outside the guard: a browser's preflight carries no API key

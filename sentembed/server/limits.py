@@ -65,8 +65,9 @@ def error_body(status: int, message: str, kind: str, details: list[dict[str, Any
     return json.dumps({"error": error}).encode()
 
 
-# Routes that answer without a key: /health and /ready, so load balancers can probe.
-OPEN_PATHS = frozenset({"/health", "/ready"})
+# Routes that answer without a key: /health and /ready, so load balancers can probe; the
+# playground's page and files (page.PAGE_FILES), which hold no secret: its API calls carry the key.
+OPEN_PATHS = frozenset({"/health", "/ready", "/", "/static/app.js", "/static/style.css"})
 
 
 class Guard:
