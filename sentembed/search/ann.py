@@ -109,9 +109,12 @@ def updated(kind: str, current, new: np.ndarray, n_old: int, dim: int, similarit
 
 
 def load(path: Path):
+    """Read a saved structure; FileNotFoundError when it is gone (a later commit replaced it)."""
     import faiss
 
-    return faiss.read_index(str(path))
+    with open(path, "rb") as f:  # opened here, so a missing file is FileNotFoundError, not faiss's RuntimeError
+        data = np.frombuffer(f.read(), dtype=np.uint8)
+    return faiss.deserialize_index(data)
 
 
 def save(index, path: Path) -> None:

@@ -41,10 +41,10 @@ def merge(directory: Path, files: OpenFiles, catalog: Catalog, snap: Snapshot, s
     if len(snap.segments) < 2:
         return len(snap.segments)
     merged = next_segment(snap, 0, snap.n_rows)
-    write_segment(directory, merged, [files.segment(s) for s in snap.segments], shadow)
+    held, _ = files.hold(snap)
+    write_segment(directory, merged, [h.rows for h in held], shadow)
     catalog.commit_segments(snap.segments, merged)
-    for s in snap.segments:
+    for s in snap.segments:  # the segment first: readers open its bf16 copy first (view.py)
         (directory / s.file).unlink(missing_ok=True)
         (directory / shadow_file(s.file)).unlink(missing_ok=True)
-        files.forget(s)
     return len(snap.segments)

@@ -45,6 +45,7 @@ VERSION = 2  # 2: passages and the lexical table; version 1 indexes open as they
 # The mode of a search that names none, where the index has a lexical table (else "dense").
 # Dense until the SciFact measurement of benchmarks/retrieval.py decides otherwise.
 DEFAULT_MODE = "dense"
+READ_ATTEMPTS = 20  # fresh snapshots a reader takes when compactions keep removing the files it opens
 PROBE = "sentembed index fingerprint: the quick brown fox jumps over the lazy dog."
 
 
@@ -211,6 +212,22 @@ class Index:
     def _view(self, snap: Snapshot) -> View:
         return View(self._files, self._catalog, snap, self.similarity, self.kind, self.params)
 
+    @contextmanager
+    def _reading(self) -> Iterator[View]:
+        """The latest committed state, its catalog read in one transaction and its files held
+        open: whatever other processes commit or remove meanwhile, this view stays whole."""
+        with self._lock:
+            for _ in range(READ_ATTEMPTS):
+                with self._catalog.read():
+                    snap = self._snap()
+                    try:
+                        view = self._view(snap)
+                    except FileNotFoundError:
+                        continue  # removed by a later commit: read that one
+                    yield view
+                    return
+            raise RuntimeError(f"the index at {self.path} changed {READ_ATTEMPTS} times while opening its files; try again")
+
     def __len__(self) -> int:
         with self._lock:
             return self._snap().n_alive
@@ -224,7 +241,7 @@ class Index:
         """Model, dimension, similarity, kind, counts and size on disk."""
         with self._lock:
             snap = self._snap()
-            size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+            size = sum(_size(f) for f in self.path.rglob("*"))
             return {
                 "path": str(self.path), "model": self.manifest["model"], "dimension": self.dimension,
                 "similarity": self.similarity, "normalizes": self.manifest["normalizes"], "kind": self.kind,
@@ -286,8 +303,8 @@ class Index:
         expressions = [match_expression(t) for t in texts] if mode != "dense" else [None] * len(queries)
         dense_for = [i for i, e in enumerate(expressions) if mode != "lexical" or e is None]
         q = self._dense_queries(queries, dense_for, query_vectors)
-        with self._lock:
-            return rank(self._view(self._snap()), q, dense_for, expressions, mode, int(top_k), where, alpha)
+        with self._reading() as view:
+            return rank(view, q, dense_for, expressions, mode, int(top_k), where, alpha)
 
     def _dense_queries(self, queries: Any, which: list[int], given: np.ndarray | None) -> np.ndarray:
         """The query vectors of queries `which`, embedded here unless `given`."""
@@ -410,3 +427,10 @@ class Index:
                 raise KeyError(f"ids not in the index: {missing[:5]}{'...' if len(missing) > 5 else ''}; nothing was deleted")
             self._snap()
         return len(set(ids))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size if path.is_file() else 0
+    except FileNotFoundError:  # removed meanwhile by another process's commit
+        return 0

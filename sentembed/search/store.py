@@ -15,17 +15,20 @@ before passages existed have no passages table: there every document is one row,
 
 What is committed is exactly what the catalog says: a segment file or ANN file counts only
 once a SQLite transaction names it. A writer killed half-way leaves files that no transaction
-names; readers never look at them and the next writer removes them. Readers need no lock:
-SQLite in WAL mode gives each read a consistent snapshot and committed files never change.
+names; readers never look at them and the next writer removes them. Readers need no lock: a
+reader reads the catalog inside one read transaction (`Catalog.read`: SQLite in WAL mode keeps
+its snapshot whatever commits meanwhile) and holds the files that snapshot names open, so a
+compaction that removes them later cannot pull them away (view.py). Committed files never change.
 """
 from __future__ import annotations
 
 import json
 import os
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Iterable, Iterator
 
 import numpy as np
 
@@ -127,11 +130,24 @@ class Catalog:
     def close(self) -> None:
         self.db.close()
 
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        """One read transaction: every query inside sees the same committed state, whatever
+        other processes commit meanwhile. Nested uses join the outer one."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self.db.in_transaction:
+                self.db.execute("COMMIT")
+
     def snapshot(self, cached: Snapshot | None = None) -> Snapshot:
         """The committed state; `cached` is returned as is when nothing was committed since."""
         cur = self.db.cursor()
-        cur.execute("BEGIN")
-        try:
+        with self.read():
             gen = cur.execute("SELECT value FROM state WHERE key = 'generation'").fetchone()
             if cached is not None and gen is not None and cached.state.get("generation") == gen[0]:
                 return cached
@@ -145,8 +161,6 @@ class Catalog:
             if dead_rows:
                 deleted[np.asarray(dead_rows, dtype=np.int64)] = True
             state = dict(cur.execute("SELECT key, value FROM state"))
-        finally:
-            cur.execute("COMMIT")
         documents = int(state.get("documents", 0)) if self.passages else n_rows - int(deleted.sum())
         return Snapshot(segs, n_rows, deleted, state, documents)
 
@@ -337,30 +351,32 @@ def open_segment(directory: Path, seg: Segment, dim: int) -> np.ndarray:
     return np.memmap(path, dtype=np.float32, mode="r", shape=(seg.n_rows, dim))
 
 
-def read_rows(path: Path, dim: int, rows: np.ndarray) -> np.ndarray:
-    """float32 `rows` of a segment file, read with pread.
+def read_rows(file: Path | BinaryIO, dim: int, rows: np.ndarray) -> np.ndarray:
+    """float32 `rows` of a segment file (a path, or a file held open), read with pread.
 
     Touching a few rows through the memory map would make the kernel read ahead and map
     megabytes around each one (large page-cache folios), all counted as this process's memory.
     Consecutive rows are read in one call.
     """
+    if isinstance(file, (str, os.PathLike)):
+        with open(file, "rb", buffering=0) as f:
+            return read_rows(f, dim, rows)
     rows = np.asarray(rows, dtype=np.int64)
     order = np.argsort(rows, kind="stable")
     ordered = rows[order]
     buf = np.empty((len(rows), dim), dtype=np.float32)
     row_bytes = dim * 4
     cuts = np.flatnonzero(np.diff(ordered) != 1) + 1
-    with open(path, "rb", buffering=0) as f:
-        for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(rows)]])):
-            if hi <= lo:
-                continue
-            view = memoryview(buf[lo:hi]).cast("B")
-            pos, done = int(ordered[lo]) * row_bytes, 0
-            while done < len(view):
-                n = os.preadv(f.fileno(), [view[done:]], pos + done)
-                if n <= 0:
-                    raise RuntimeError(f"index segment {path} ends early at byte {pos + done}: the index is damaged")
-                done += n
+    for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(rows)]])):
+        if hi <= lo:
+            continue
+        view = memoryview(buf[lo:hi]).cast("B")
+        pos, done = int(ordered[lo]) * row_bytes, 0
+        while done < len(view):
+            n = os.preadv(file.fileno(), [view[done:]], pos + done)
+            if n <= 0:
+                raise RuntimeError(f"index segment {file.name} ends early at byte {pos + done}: the index is damaged")
+            done += n
     out = np.empty_like(buf)
     out[order] = buf
     return out

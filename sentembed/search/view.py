@@ -1,13 +1,20 @@
-"""What a search reads: one committed state of the index and the files it names.
+"""What a search reads: one committed state of the index and the files it names, held open.
 
-`OpenFiles` keeps an index's opened files across searches (the memory-mapped segments, their
-bf16 copies, the ANN structure); a `View` is one snapshot of the catalog with those files.
+A reader takes a snapshot of the catalog inside a read transaction and opens every file the
+snapshot names before it reads a row: open files (and memory maps) stay readable after
+another process's compaction or add removes their names, so a reader never fails half-way.
+A file already gone means a newer state was committed: the reader takes that one instead
+(`Index._reading`).
+
+`OpenFiles` keeps an index's open files across searches and closes those the latest
+snapshot no longer names, so the disk space of removed files is given back.
 """
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -22,70 +29,85 @@ def shadow_file(seg_file: str) -> str:
     return seg_file.rsplit(".", 1)[0] + ".bf16"
 
 
+@dataclass
+class SegmentFile:
+    """One committed segment, open: its rows mapped, the file held for reading rows, its bf16 copy."""
+
+    segment: Segment
+    rows: np.ndarray
+    file: BinaryIO
+    shadow: Shadow | None
+
+
 class OpenFiles:
-    """An index's opened files, by name; committed files never change, so they stay valid."""
+    """An index's open files, by name; committed files never change, so they stay valid."""
 
     def __init__(self, path: Path, dimension: int) -> None:
         self.path, self.dimension = path, dimension
-        self._maps: dict[str, np.ndarray] = {}
-        self._shadows: dict[str, Shadow | None] = {}
+        self._segments: dict[str, SegmentFile] = {}
         self._ann: tuple[str, Any] | None = None
 
-    def segment(self, seg: Segment) -> np.ndarray:
-        m = self._maps.get(seg.file)
-        if m is None:
-            m = self._maps[seg.file] = open_segment(self.path, seg, self.dimension)
-        return m
+    def hold(self, snap: Snapshot) -> tuple[list[SegmentFile], Any]:
+        """The files of `snap` (segments in row order, the ANN structure or None), all open.
 
-    def shadow(self, seg: Segment) -> Shadow | None:
-        if not prefilter.bf16_scan_pays():  # this CPU scans fp32 faster: the copy is never read
-            return None
-        if seg.file not in self._shadows:
-            self._shadows[seg.file] = read_shadow(self.path / shadow_file(seg.file), seg.n_rows, self.dimension)
-        return self._shadows[seg.file]
-
-    def ann(self, name: str) -> Any:
-        if self._ann is None or self._ann[0] != name:
+        Raises FileNotFoundError when one is gone: a later commit replaced it."""
+        # The bf16 copy is opened before its segment: a compaction removes the segment first,
+        # so a copy found means its segment was still there too, or the open below fails.
+        held = [self._segments.get(s.file) or self._open(s) for s in snap.segments]
+        name = snap.state.get("ann_file")
+        if name and (self._ann is None or self._ann[0] != name):
             self._ann = (name, ann.load(self.path / name))
-        return self._ann[1]
+        self._drop({s.file for s in snap.segments})
+        return held, self._ann[1] if name and self._ann else None
 
-    def forget(self, seg: Segment) -> None:
-        self._maps.pop(seg.file, None)
-        self._shadows.pop(seg.file, None)
+    def _open(self, seg: Segment) -> SegmentFile:
+        shadow = None
+        if prefilter.bf16_scan_pays():  # on other CPUs fp32 scans faster: the copy is never read
+            shadow = read_shadow(self.path / shadow_file(seg.file), seg.n_rows, self.dimension)
+        file = open(self.path / seg.file, "rb", buffering=0)
+        try:
+            rows = open_segment(self.path, seg, self.dimension)
+        except BaseException:
+            file.close()
+            raise
+        held = self._segments[seg.file] = SegmentFile(seg, rows, file, shadow)
+        return held
+
+    def _drop(self, keep: set[str]) -> None:
+        for name in [n for n in self._segments if n not in keep]:
+            self._segments.pop(name).file.close()
 
     def clear(self) -> None:
-        self._maps.clear()
-        self._shadows.clear()
+        self._drop(set())
         self._ann = None
 
 
 class View:
-    """One committed state: its snapshot, the catalog to read it from, and its files."""
+    """One committed state: its snapshot, the catalog (inside the reader's transaction) and its
+    files, open."""
 
     def __init__(self, files: OpenFiles, catalog: Catalog, snap: Snapshot, similarity: str, kind: str,
                  params: ann.AnnParams) -> None:
-        self.files, self.catalog, self.snap = files, catalog, snap
+        self.catalog, self.snap = catalog, snap
         self.similarity, self.kind, self.params = similarity, kind, params
+        self.dimension = files.dimension
+        self.segments, self._ann = files.hold(snap)
 
     def blocks(self) -> list[Block]:
-        path, dim = self.files.path, self.files.dimension
-        return [Block(s.first_row, self.files.segment(s), self.files.shadow(s),
-                      take=functools.partial(read_rows, path / s.file, dim))
-                for s in self.snap.segments]
+        return [Block(s.segment.first_row, s.rows, s.shadow, take=functools.partial(read_rows, s.file, self.dimension))
+                for s in self.segments]
 
     def gather(self, rows: np.ndarray) -> np.ndarray:
         """Vectors of global `rows`, wherever their segments are."""
-        segs = self.snap.segments
-        firsts = np.array([s.first_row for s in segs], dtype=np.int64)
-        out = np.empty((len(rows), self.files.dimension), dtype=np.float32)
+        firsts = np.array([s.segment.first_row for s in self.segments], dtype=np.int64)
+        out = np.empty((len(rows), self.dimension), dtype=np.float32)
         which = np.searchsorted(firsts, rows, side="right") - 1
         for k in np.unique(which):
             sel = which == k
-            seg = segs[k]
-            out[sel] = read_rows(self.files.path / seg.file, self.files.dimension, rows[sel] - seg.first_row)
+            held = self.segments[k]
+            out[sel] = read_rows(held.file, self.dimension, rows[sel] - held.segment.first_row)
         return out
 
     def ann(self) -> Any:
         """The ANN structure of this state, or None."""
-        name = self.snap.state.get("ann_file")
-        return self.files.ann(name) if name else None
+        return self._ann
