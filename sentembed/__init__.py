@@ -7,7 +7,9 @@
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .model.lazy import lazy_names
 
 if TYPE_CHECKING:
     from .cross_encoder import CrossEncoder, load_cross_encoder
@@ -16,16 +18,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 __all__ = ["SentenceEncoder", "load", "CrossEncoder", "load_cross_encoder", "__version__"]
 
-
-def __getattr__(name: str) -> Any:
-    # The encoder (and torch, 2-4 s of CPU) loads on first use: `sentembed --help` and the
-    # subpackages that need no model do not pay for it.
-    if name in ("SentenceEncoder", "load"):
-        from . import encoder
-
-        return getattr(encoder, name)
-    if name in ("CrossEncoder", "load_cross_encoder"):
-        from . import cross_encoder
-
-        return getattr(cross_encoder, name)
-    raise AttributeError(f"module 'sentembed' has no attribute {name!r}")
+# The encoder (and torch, 2-4 s of CPU) loads on first use: `sentembed --help` and the
+# subpackages that need no model do not pay for it.
+__getattr__ = lazy_names(__name__, {"SentenceEncoder": "encoder", "load": "encoder",
+                                    "CrossEncoder": "cross_encoder", "load_cross_encoder": "cross_encoder"})

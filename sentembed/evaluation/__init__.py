@@ -8,8 +8,7 @@ The names load on first use, so `sentembed --help` does not import torch or SciP
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..model.lazy import lazy_names
 
 _HOMES = {
     "BeirData": "readers", "DataFormatError": "readers", "ParaphraseMiningEvaluator": "paraphrase",
@@ -19,8 +18,4 @@ _HOMES = {
 }
 __all__ = list(_HOMES)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+__getattr__ = lazy_names(__name__, _HOMES)

@@ -43,6 +43,12 @@ def _run(evaluator, model: str, batch_size: int) -> tuple[dict, float]:
     return result, time.perf_counter() - start
 
 
+def _evaluate_file(kind: str, evaluator_class, path: Path, model: str, batch_size: int, output: Optional[Path]) -> None:
+    e = evaluator_class.from_file(path, show_progress=True)
+    result, secs = _run(e, model, batch_size)
+    _report(f"{kind}:{path.name}", model, result, e.primary_metric, secs, output)
+
+
 def register(app: typer.Typer) -> None:
     """Add the `eval` commands to the `sentembed` app."""
     ev = typer.Typer(help="Evaluate a model on STS, retrieval (BEIR) or triplet data.", no_args_is_help=True)
@@ -64,9 +70,7 @@ def register(app: typer.Typer) -> None:
         """STS TSV (STS Benchmark layout): Spearman and Pearson per similarity."""
         from .sts import STSEvaluator
 
-        e = STSEvaluator.from_file(path, show_progress=True)
-        result, secs = _run(e, model, batch_size)
-        _report(f"sts:{path.name}", model, result, e.primary_metric, secs, output)
+        _evaluate_file("sts", STSEvaluator, path, model, batch_size, output)
 
     @ev.command("retrieval")
     def retrieval(path: Path, split: str = "test", model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
@@ -111,6 +115,4 @@ def register(app: typer.Typer) -> None:
         """Triplet JSON lines ({"anchor","positive","negative"}): accuracy per similarity."""
         from .triplets import TripletEvaluator
 
-        e = TripletEvaluator.from_file(path, show_progress=True)
-        result, secs = _run(e, model, batch_size)
-        _report(f"triplets:{path.name}", model, result, e.primary_metric, secs, output)
+        _evaluate_file("triplets", TripletEvaluator, path, model, batch_size, output)

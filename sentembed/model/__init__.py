@@ -5,8 +5,7 @@ This layer imports nothing else of sentembed. Its names load on first use, so re
 model name (`sentembed models list`) does not import torch."""
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .lazy import lazy_names
 
 _HOMES = {
     "MPNet": "mpnet", "MPNetConfig": "mpnet", "ModelSettings": "pipeline", "SentencePipeline": "pipeline",
@@ -15,8 +14,4 @@ _HOMES = {
 }
 __all__ = list(_HOMES)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+__getattr__ = lazy_names(__name__, _HOMES)
