@@ -127,6 +127,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "scifact")
     p.add_argument("--model", default="all-mpnet-base-v2")
+    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or auto")
     p.add_argument("--modes", default=",".join(MODES), help="comma separated: dense, lexical, hybrid")
     p.add_argument("--alpha", type=float, default=None, help="hybrid: weighted fusion instead of RRF")
     p.add_argument("--chunk-tokens", default="auto", help="'auto', 'none' or a number of tokens")
@@ -147,10 +148,10 @@ def main() -> None:
     chunk_tokens = None if args.chunk_tokens == "none" else args.chunk_tokens if args.chunk_tokens == "auto" \
         else int(args.chunk_tokens)
     queries, corpus, qrels = load_scifact(args.data, args.limit)
-    enc = sentembed.load(args.model)
+    enc = sentembed.load(args.model, dtype=args.dtype)
     # Lexical alone runs no model: a constant stand-in that lends the model's tokenizer for chunking.
     index_enc = _NoModel(like=enc) if modes == ["lexical"] else enc
-    report: dict = {"model": args.model, "queries": len(queries), "documents": len(corpus), "modes": modes,
+    report: dict = {"model": args.model, "dtype": enc.dtype, "queries": len(queries), "documents": len(corpus), "modes": modes,
                     "alpha": args.alpha, "chunk_tokens": args.chunk_tokens}
     with tempfile.TemporaryDirectory(prefix="sentembed-bench-") as tmp:
         tmp = Path(tmp)
