@@ -1,7 +1,7 @@
 """The model card (README.md) written beside a trained model, in the shape of
 sentence-transformers' cards: base model, architecture, datasets (stats over the first 1,000
 rows, samples), loss and its parameters, non-default hyperparameters, the training log,
-evaluation results and framework versions.
+evaluation results (with the run's charts) and framework versions.
 
     >>> write_card(Path("runs/x"), enc, cfg, datasets, loss, log, {"sts/spearman": 0.85}, 100)  # doctest: +SKIP
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import atomic_write
+from .plots import TITLES
 
 
 def _version(pkg: str) -> str:
@@ -63,8 +64,8 @@ def _cross_encoder_details(enc: Any, base: str, names: list[str]) -> list[str]:
 
 
 def render_card(enc: Any, cfg: Any, datasets: Sequence[Any], loss: Any, log: list[dict],
-                eval_results: dict[str, float], total_steps: int) -> str:
-    """The card's markdown text."""
+                eval_results: dict[str, float], total_steps: int, plots: Sequence[str] = ()) -> str:
+    """The card's markdown text; `plots` are chart files beside the card (plots.py) it shows."""
     base = cfg.model
     title = cfg.model_name or f"{Path(base).name} fine-tuned with sentembed"
     names = [ds.name for ds in datasets]
@@ -124,6 +125,7 @@ def render_card(enc: Any, cfg: Any, datasets: Sequence[Any], loss: Any, log: lis
             cells = [f"{ev[k]:.4f}" if k in ev else "-" for k in eval_keys]
             out.append(f"| {e['step']} | {e['loss']:.4f} | " + " | ".join(cells) + (" |" if cells else ""))
     out += ["", f"Total steps: {total_steps}.", ""]
+    out += [line for name in plots for line in (f"![{TITLES.get(name, name)}]({name})", "")]
     if eval_results:
         out += ["## Evaluation", "", "| metric | value |", "|---|---|"]
         out += [f"| {k} | {v:.4f} |" for k, v in eval_results.items() if k != "primary"]
@@ -143,9 +145,9 @@ def render_card(enc: Any, cfg: Any, datasets: Sequence[Any], loss: Any, log: lis
 
 
 def write_card(path: Path, enc: Any, cfg: Any, datasets: Sequence[Any], loss: Any, log: list[dict],
-               eval_results: dict[str, float], total_steps: int) -> Path:
+               eval_results: dict[str, float], total_steps: int, plots: Sequence[str] = ()) -> Path:
     """Write README.md into the model directory `path` and return its path."""
     card = Path(path) / "README.md"
     with atomic_write(card, "w") as f:
-        f.write(render_card(enc, cfg, datasets, loss, log, eval_results, total_steps))
+        f.write(render_card(enc, cfg, datasets, loss, log, eval_results, total_steps, plots))
     return card

@@ -323,14 +323,16 @@ class Trainer:
                 eval_results = entry["eval"]
         if self.rank == 0:
             from .card import write_card
+            from .plots import write_training_plots
 
             self.model.eval()
             self.enc.max_seq_length = self.serve_max_seq_length
             staging = Path(tempfile.mkdtemp(dir=self.out, prefix=".final."))
             try:
                 self.enc.save(staging / "model")
+                plots = write_training_plots(self.log, staging / "model")
                 write_card(staging / "model", self.enc, cfg, self.datasets, self.loss, self.log, eval_results,
-                           self.total_steps)
+                           self.total_steps, [p.name for p in plots])
                 ckpt.install_dir(staging / "model", self.out)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)

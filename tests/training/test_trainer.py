@@ -135,3 +135,24 @@ def test_cached_mnrl_and_accumulation_train(tiny_model, tmp_path):
         results.append(weights(enc))
     for k in results[0]:
         assert torch.allclose(results[0][k], results[1][k], atol=1e-5), k
+
+
+def test_training_draws_its_loss_and_evaluation_and_the_card_shows_them(tiny_model, tmp_path):
+    import matplotlib.image
+
+    enc = sentembed.load(str(tiny_model))
+    held = TrainDataset.from_rows("held", PAIRS[:16])
+    out = Trainer(enc, [TrainDataset.from_rows("p", PAIRS)], make_loss("mnrl"),
+                  cfg(tmp_path, eval_steps=2, model=str(tiny_model)), [LossEvaluator(held, make_loss("mnrl"), 8)]
+                  ).train().output_dir
+    card = (out / "README.md").read_text()
+    for name in ("loss.png", "eval.png"):
+        image = matplotlib.image.imread(out / name)  # a PNG that decodes, with something drawn on it
+        assert image.shape[0] > 200 and image.shape[1] > 300 and image.std() > 0.05, name
+        assert f"]({name})" in card, name
+    # without evaluators: the loss alone, and the card names no missing chart
+    out = Trainer(sentembed.load(str(tiny_model)), [TrainDataset.from_rows("p", PAIRS)], make_loss("mnrl"),
+                  cfg(tmp_path / "plain")).train().output_dir
+    assert (out / "loss.png").is_file() and not (out / "eval.png").exists()
+    card = (out / "README.md").read_text()
+    assert "](loss.png)" in card and "eval.png" not in card
