@@ -36,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))   # measure this checkout, whatever the venv has installed
 from sentembed.model.cpu import cpu  # noqa: E402  (the checkout above, not an installed copy)
+import plots  # noqa: E402  (benchmarks/plots.py, beside this script)
 
 FLOP_PER_TOKEN = 175e6
 GEMM = (2048, 768, 3072)
@@ -221,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated variant names")
     parser.add_argument("--skip", default="", help="comma-separated variant names to leave out")
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("SENTEMBED_BENCH_CACHE", "/tmp/sentembed-bench")))
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--json", type=Path, help="also write the results here (the chart goes beside them, .png; "
+                        "without --json: benchmarks/results/encode.png)")
     args = parser.parse_args(argv)
 
     # Same threads for everyone, set before any runtime starts its pool.
@@ -279,8 +281,12 @@ def main(argv: list[str] | None = None) -> int:
 
     report = summarize(variants, sets, tokens, peaks)
     print(render(report, peaks, args))
+    result = {"cpu": cpu().to_dict(), "peaks": peaks, "ceilings": {p: peaks[p] * 1e9 / FLOP_PER_TOKEN for p in peaks},
+              "rows": report}
     if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu().to_dict(), "peaks": peaks, "rows": report}, indent=1))
+        args.json.write_text(json.dumps(result, indent=1))
+    chart = plots.encode_chart(result, plots.chart_path(args.json or ROOT / "benchmarks" / "results" / "encode.json"))
+    print(f"chart: {chart}")
     return 0
 
 

@@ -16,7 +16,9 @@ What it reports:
   count too, so reading the whole corpus shows as about 1.0x;
 - the share of the fp32 GEMM ceiling, measured here on a 2048x768x3072 GEMM;
 - HNSW (FAISS, M=32) on the first --hnsw-n rows: queries/s at the smallest efSearch reaching
-  recall@10 >= 0.95 against exact, as a ratio to exact search's queries/s on the same rows.
+  recall@10 >= 0.95 against exact, as a ratio to exact search's queries/s on the same rows;
+- IVF-PQ as the index builds it, on the first --ivfpq-n rows: recall@10 and queries/s by nprobe;
+- a chart of recall@10 against queries/s for both (plots.py), beside the JSON (--output).
 The corpus is random unit vectors written to a memory-mapped file in --dir (deleted afterwards).
 The machine is shared: keep --rounds small; numbers from a busy machine are pessimistic.
 """
@@ -34,6 +36,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import plots  # noqa: E402  (benchmarks/plots.py, beside this script)
 
 
 def make_corpus(path: Path, n: int, d: int, seed: int = 0) -> None:
@@ -179,6 +182,36 @@ def hnsw_bench(corpus: np.ndarray, q: np.ndarray, k: int, n: int, threads: int) 
     return out
 
 
+def ivfpq_bench(corpus: np.ndarray, q: np.ndarray, k: int, n: int, threads: int) -> dict:
+    """IVF-PQ as the index builds and searches it (search/ann.py: about 4 * sqrt(n) lists,
+    dimension / 8 sub-quantizers of 8 bits, refine * k candidates re-scored exactly): recall@10
+    and queries/s by nprobe, against exact search on the same rows."""
+    import faiss
+
+    from sentembed.search import ann, semantic_search
+
+    faiss.omp_set_num_threads(threads)
+    x = np.ascontiguousarray(corpus[:n])
+    exact = semantic_search(q, x, k, score="dot")
+    t = time.perf_counter()
+    params = ann.AnnParams()
+    sample = x[np.random.default_rng(0).choice(n, min(n, 100_000), replace=False)]
+    index = ann.build("ivfpq", x.shape[1], "cosine", params, train=sample)
+    index.add(x)
+    out = {"rows": n, "build_s": round(time.perf_counter() - t, 1), "sweep": []}
+    for nprobe in (1, 2, 4, 8, 16, 32, 64, 128, 256):
+        t = time.perf_counter()
+        _, rows = ann.search(index, "ivfpq", q, params.refine * k, ann.AnnParams(nprobe=nprobe))
+        scores = np.einsum("qcd,qd->qc", x[np.maximum(rows, 0)], q)  # the exact re-scoring
+        ids = np.take_along_axis(rows, np.argsort(-np.where(rows >= 0, scores, -np.inf), axis=1)[:, :k], axis=1)
+        dt = time.perf_counter() - t
+        recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ids, exact.indices)]))
+        out["sweep"].append({"nprobe": nprobe, "recall@10": round(recall, 4), "qps": round(len(q) / dt, 1)})
+        if recall >= 0.99 or nprobe >= getattr(index, "nlist", nprobe):
+            break
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1_000_000)
@@ -188,8 +221,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--hnsw-n", type=int, default=100_000, help="rows for the HNSW part (0 skips it)")
+    p.add_argument("--ivfpq-n", type=int, default=100_000, help="rows for the IVF-PQ part (0 skips it)")
     p.add_argument("--dir", default=None, help="where to write the temporary corpus file")
-    p.add_argument("--output", default=None, help="write the results as JSON here")
+    p.add_argument("--output", default=None, help="write the results as JSON here (the chart goes beside it, .png; "
+                   "without --output: benchmarks/results/search.png)")
     p.add_argument("--worker", choices=["ours", "reference", "index"], help=argparse.SUPPRESS)
     p.add_argument("--path", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -273,8 +308,18 @@ def main() -> None:
         else:
             print(f"HNSW never reached recall@10 0.95: {h['sweep']}")
         del corpus
+    if args.ivfpq_n:
+        corpus = np.memmap(path, dtype=np.float32, mode="r", shape=(args.n, args.d))
+        result["ivfpq"] = v = ivfpq_bench(corpus, q, args.k, min(args.ivfpq_n, args.n), args.threads)
+        print(f"IVF-PQ on {v['rows']:,} rows, built in {v['build_s']} s: "
+              + ", ".join(f"nprobe {s['nprobe']}: recall@10 {s['recall@10']:.3f} at {s['qps']} q/s" for s in v["sweep"]))
+        del corpus
     if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(result, indent=2))
+    if args.hnsw_n or args.ivfpq_n:
+        chart = plots.search_chart(result, plots.chart_path(args.output or ROOT / "benchmarks" / "results" / "search.json"))
+        print(f"chart: {chart}")
     tmp.cleanup()
 
 

@@ -14,7 +14,8 @@ offline `encode` of the very same texts (one call in this process, with the serv
 Responses are asked for as base64 (what OpenAI's own client asks for): floats as JSON text
 would cost the client more than the model. The client runs in this process and shares the
 2 cores with the server, as a real client on the same box would. Prints a markdown table and
-writes benchmarks/results/serve.json. The machine is shared: keep the counts small.
+writes benchmarks/results/serve.json, and beside it serve.png (latency percentiles, plots.py).
+The machine is shared: keep the counts small.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))   # measure this checkout, whatever the venv has installed
+import plots  # noqa: E402  (benchmarks/plots.py, beside this script)
 DATA = Path(os.environ.get("SENTEMBED_DATA", ROOT.parent / "shared" / "data"))
 LAUNCH = ("import typer; from sentembed.server.cli import register; app = typer.Typer(); "
           "app.callback()(lambda: None); register(app); app()")
@@ -179,9 +181,11 @@ def main() -> None:
               "rounds": args.rounds, "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg(),
               "runs": runs, "best": best, "best_per_cpu_s": best_cpu, "mean_batch_size": batch_sizes,
               "single": {n: {"p50_ms": float(np.percentile(v, 50) * 1e3), "p99_ms": float(np.percentile(v, 99) * 1e3),
+                             "percentiles_ms": {str(p): float(np.percentile(v, p) * 1e3) for p in plots.PERCENTILES},
                              "n": len(v), "sentences_per_s": max(single_rate[n])} for n, v in latencies.items()}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
+    chart = plots.serve_chart(result, plots.chart_path(args.out))
     print(f"\n{args.clients} concurrent clients; {len(texts)} STS-B sentences in {args.clients * args.requests} "
           f"requests of 1-16 per round; {args.clients * args.single} single-sentence requests per round; "
           f"best of {args.rounds} rounds; {args.model}, {torch.get_num_threads()} threads; "
@@ -199,6 +203,7 @@ def main() -> None:
     b32 = "offline, batch 32"
     print(f"| offline encode, batch 32 | {best[b32]:.1f} | {best[b32] / best['offline']:.0%} | {best_cpu[b32]:.1f} | "
           f"{best_cpu[b32] / best_cpu['offline']:.0%} | | | | |")
+    print(f"\nchart: {chart}")
 
 
 if __name__ == "__main__":
