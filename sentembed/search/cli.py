@@ -1,4 +1,4 @@
-"""CLI: `sentembed index create|add|search|delete|info|upgrade`, `search`, `mine`, `cluster`, `tag`.
+"""CLI: `sentembed index create|add|search|delete|compact|info|upgrade`, `search`, `mine`, `cluster`, `tag`.
 
 Heavy imports (torch, the model, faiss) happen inside the commands, so `sentembed --help`
 stays fast.
@@ -163,6 +163,17 @@ def register(app: typer.Typer) -> None:
 
         n = Index.open(path).delete(ids)
         typer.echo(f"deleted {n}")
+
+    @index_app.command("compact")
+    def index_compact(path: Path) -> None:
+        """Rewrite the vectors as one segment without deleted rows (adds merge small segments
+        on their own); afterwards nothing of a deleted document stays under PATH."""
+        from .index import Index
+
+        idx = Index.open(path)
+        replaced = idx.compact()
+        info = idx.info()
+        typer.echo(f"{path}: {replaced} segments compacted; {info['count']} documents, {info['segments']} segment(s)")
 
     @index_app.command("info")
     def index_info(path: Path, output: Optional[Path] = OutputOpt) -> None:

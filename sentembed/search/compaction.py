@@ -1,20 +1,33 @@
-"""Writing vector segments, and merging them: each add writes one segment file, merges keep
-their number small.
+"""Writing vector segments, merging them, and compaction that drops deleted rows.
 
-A merge writes the rows of adjacent segments into one new file (and its bf16 copy), then one
-transaction swaps the catalog over; row numbers stay, so the ANN structure stays valid. Readers
-holding the old files keep reading them until they next look at the catalog.
+Each add writes one segment file. After each add, `merge_plan` picks the trailing segments to
+merge so that every segment holds more rows than all later ones together: an index of n rows
+then has at most log2(n) + 1 segments, and a row is rewritten O(log n) times over its life.
+A merge keeps row numbers, so the ANN structure stays valid.
+
+`rewrite` is the full compaction (`Index.compact`): one segment holding only the live rows,
+renumbered, with the catalog's rows, the lexical table (rebuilt, so no trace of deleted
+passages stays in its segments) and the ANN structure following, in one transaction. The
+writer then checkpoints the WAL and the old files go: with SQLite's secure_delete, nothing of a
+deleted document stays under the index directory.
+
+Readers holding the old files keep reading them until they next look at the catalog (view.py).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from . import lexical
 from .prefilter import write_shadow
-from .store import Catalog, Segment, Snapshot, fsync_dir
+from .store import BUMP_GENERATION, Catalog, Segment, Snapshot, fsync_dir
 from .view import OpenFiles, shadow_file
+
+# Rewrite (dropping deleted rows) on add once more than this share of the rows is deleted.
+REWRITE_DELETED_SHARE = 0.5
 
 
 def write_segment(directory: Path, seg: Segment, matrices: list[np.ndarray], shadow: bool) -> None:
@@ -36,15 +49,122 @@ def next_segment(snap: Snapshot, first_row: int, n_rows: int) -> Segment:
     return Segment(seg_no, f"vectors/seg-{seg_no:06d}.f32", first_row, n_rows)
 
 
-def merge(directory: Path, files: OpenFiles, catalog: Catalog, snap: Snapshot, shadow: bool) -> int:
-    """Merge all segments of `snap` into one (the caller holds the writer lock); returns how many."""
-    if len(snap.segments) < 2:
-        return len(snap.segments)
-    merged = next_segment(snap, 0, snap.n_rows)
+def merge_plan(segments: tuple[Segment, ...]) -> int:
+    """How many trailing segments to merge now (0: none): the longest run at the end in which
+    each segment holds no more rows than the ones after it together.
+
+    >>> merge_plan(tuple(Segment(i, "", 0, n) for i, n in enumerate([8, 3, 1, 1])))
+    4
+    >>> merge_plan(tuple(Segment(i, "", 0, n) for i, n in enumerate([8, 3, 1])))
+    0
+    """
+    count, after = 1, segments[-1].n_rows if segments else 0
+    while count < len(segments) and segments[-count - 1].n_rows <= after:
+        after += segments[-count - 1].n_rows
+        count += 1
+    return count if count > 1 else 0
+
+
+def rewrite_due(snap: Snapshot) -> bool:
+    return snap.n_rows > 0 and snap.deleted.sum() > REWRITE_DELETED_SHARE * snap.n_rows
+
+
+def merge(directory: Path, files: OpenFiles, catalog: Catalog, snap: Snapshot, count: int, shadow: bool) -> int:
+    """Merge the last `count` segments of `snap` into one (the caller holds the writer lock)."""
+    old = snap.segments[len(snap.segments) - count:]
+    if len(old) < 2:
+        return len(old)
     held, _ = files.hold(snap)
-    write_segment(directory, merged, [h.rows for h in held], shadow)
-    catalog.commit_segments(snap.segments, merged)
-    for s in snap.segments:  # the segment first: readers open its bf16 copy first (view.py)
+    merged = next_segment(snap, old[0].first_row, sum(s.n_rows for s in old))
+    write_segment(directory, merged, [h.rows for h in held[len(held) - count:]], shadow)
+    catalog.commit_segments(old, merged)
+    _remove(directory, old)
+    return len(old)
+
+
+def rewrite(directory: Path, files: OpenFiles, catalog: Catalog, snap: Snapshot, shadow: bool,
+            build_ann: Callable[[np.ndarray, int], dict[str, str]]) -> int:
+    """Replace every segment by one of the live rows, renumbered from 0, and the catalog with
+    it (the caller holds the writer lock). `build_ann(vectors, seg_no)` writes the ANN structure
+    of those rows and returns its state keys. Returns the number of segments replaced."""
+    held, _ = files.hold(snap)
+    keep = ~snap.deleted
+    live = [h.rows[a:b] for h in held
+            for a, b in _runs(keep[h.segment.first_row : h.segment.first_row + h.segment.n_rows])]
+    n_live = int(keep.sum())
+    seg = next_segment(snap, 0, n_live)
+    write_segment(directory, seg, live, shadow)
+    state = build_ann(np.concatenate(live) if live else np.zeros((0, files.dimension), np.float32), seg.seg)
+    new_of = np.cumsum(keep) - 1  # old row -> new row, for the rows kept
+    _commit_rewrite(catalog, snap, seg, np.flatnonzero(keep), new_of[keep], state)
+    old_ann = snap.state.get("ann_file")
+    if old_ann and state.get("ann_file") != old_ann:
+        (directory / old_ann).unlink(missing_ok=True)
+    _remove(directory, snap.segments)
+    catalog.checkpoint()
+    return len(snap.segments)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of the runs of True in `mask`: the live rows of a segment, as slices."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def _commit_rewrite(catalog: Catalog, snap: Snapshot, seg: Segment, old_rows: np.ndarray, new_rows: np.ndarray,
+                    state: dict[str, str]) -> None:
+    cur = catalog.db.cursor()
+    cur.execute("BEGIN IMMEDIATE")
+    try:
+        # Automatic ids keep counting from where they were, not from the new row numbers.
+        cur.execute("INSERT INTO state(key, value) VALUES ('next_id', ?) ON CONFLICT(key) DO NOTHING", (str(snap.n_rows),))
+        cur.execute("CREATE TEMP TABLE IF NOT EXISTS remap(old INTEGER PRIMARY KEY, new INTEGER NOT NULL)")
+        cur.execute("DELETE FROM remap")
+        cur.executemany("INSERT INTO remap(old, new) VALUES (?, ?)", zip(old_rows.tolist(), new_rows.tolist()))
+        if catalog.passages:
+            cur.execute("DELETE FROM passages WHERE doc IN (SELECT row FROM docs WHERE deleted = 1)")
+        cur.execute("DELETE FROM docs WHERE deleted = 1")
+        # Negative first, then back: no row number is ever held twice mid-way.
+        renumber = "-1 - (SELECT new FROM remap WHERE old = {})"
+        if catalog.passages:
+            cur.execute(f"UPDATE passages SET row = {renumber.format('passages.row')}, doc = {renumber.format('passages.doc')}")
+            cur.execute("UPDATE passages SET row = -1 - row, doc = -1 - doc")
+        cur.execute(f"UPDATE docs SET row = {renumber.format('docs.row')}")
+        cur.execute("UPDATE docs SET row = -1 - row")
+        if catalog.lexical:
+            _rebuild_lexical(cur, catalog.passages)
+        cur.execute("DELETE FROM segments")
+        cur.execute("INSERT INTO segments(seg, file, first_row, n_rows) VALUES (?, ?, ?, ?)",
+                    (seg.seg, seg.file, seg.first_row, seg.n_rows))
+        cur.execute("DELETE FROM state WHERE key IN ('ann_file', 'ann_rows')")
+        cur.executemany("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", state.items())
+        cur.execute(BUMP_GENERATION)
+        cur.execute("COMMIT")
+    except BaseException:
+        if catalog.db.in_transaction:
+            cur.execute("ROLLBACK")
+        raise
+
+
+def _rebuild_lexical(cur, chunked: bool, batch: int = 2000) -> None:
+    """A fresh FTS5 table over the live passages: dropping the old one leaves none of its
+    segments (which keep deleted terms until merged) behind."""
+    cur.execute("DROP TABLE lexical")
+    cur.execute(lexical.SCHEMA)
+    q = ("SELECT p.row, d.text, p.start, p.stop FROM passages p JOIN docs d ON d.row = p.doc WHERE p.row > ? "
+         "ORDER BY p.row LIMIT ?" if chunked else
+         "SELECT row, text, 0, -1 FROM docs WHERE row > ? ORDER BY row LIMIT ?")
+    last = -1
+    while True:
+        rows = cur.execute(q, (last, batch)).fetchall()
+        if not rows:
+            return
+        lexical.insert(cur, [r for r, *_ in rows],
+                       [(t or "")[a:b] if b >= 0 else (t or "") for _, t, a, b in rows])
+        last = rows[-1][0]
+
+
+def _remove(directory: Path, segments: tuple[Segment, ...]) -> None:
+    for s in segments:  # the segment first: readers open its bf16 copy first (view.py)
         (directory / s.file).unlink(missing_ok=True)
         (directory / shadow_file(s.file)).unlink(missing_ok=True)
-    return len(snap.segments)

@@ -20,7 +20,6 @@ True
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import threading
 from contextlib import contextmanager
@@ -33,20 +32,19 @@ from ..encoder import encode_as
 from ..vectors import as_matrix, resolve_similarity
 from . import ann, fusion
 from .chunking import Chunker, chunker_for
-from .compaction import merge, next_segment, write_segment
+from . import compaction
+from .compaction import next_segment, write_segment
 from .documents import check_documents
 from .lexical import match_expression
+from .manifest import VERSION, check_encoder, new_manifest, read_manifest, write_manifest
 from .searching import Hit, rank
-from .store import Catalog, Snapshot, fsync_dir, write_atomic
+from .store import Catalog, Snapshot, fsync_dir
 from .view import OpenFiles, View, shadow_file
 
-FORMAT = "sentembed-index"
-VERSION = 2  # 2: passages and the lexical table; version 1 indexes open as they were
 # The mode of a search that names none, where the index has a lexical table (else "dense").
 # Dense until the SciFact measurement of benchmarks/retrieval.py decides otherwise.
 DEFAULT_MODE = "dense"
 READ_ATTEMPTS = 20  # fresh snapshots a reader takes when compactions keep removing the files it opens
-PROBE = "sentembed index fingerprint: the quick brown fox jumps over the lazy dog."
 
 
 class Index:
@@ -80,25 +78,12 @@ class Index:
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise FileExistsError(f"{path} already exists and is not an empty directory; use Index.open({str(path)!r})")
-        similarity = resolve_similarity(enc)
-        ann.check_kind(kind, similarity)
-        p = ann.AnnParams.from_dict(params)
+        ann.check_kind(kind, resolve_similarity(enc))
         chunking = chunker_for(enc, chunk_tokens, chunk_overlap)
-        probe = encode_as(enc, [PROBE], "document")[0]
-        manifest = {
-            "format": FORMAT, "version": VERSION,
-            "model": str(getattr(enc, "name", "unknown")),
-            "dimension": int(enc.dimension), "normalizes": bool(getattr(enc, "normalizes", False)),
-            "similarity": similarity, "kind": kind, "params": p.to_dict(),
-            "fingerprint": [round(float(v), 6) for v in probe],
-            "chunking": chunking and {"tokens": chunking.tokens, "overlap": chunking.overlap},
-        }
-        if len(probe) != manifest["dimension"]:
-            raise ValueError(f"encoder returns {len(probe)} dimensions but says dimension={enc.dimension}")
+        manifest = new_manifest(enc, kind, ann.AnnParams.from_dict(params), chunking)
         (path / "vectors").mkdir(parents=True, exist_ok=True)
         Catalog(path / "catalog.sqlite", create=True).close()
-        # The manifest goes last: a directory without it is not an index yet.
-        write_atomic(path / "manifest.json", json.dumps(manifest, indent=1).encode())
+        write_manifest(path, manifest)  # last: a directory without it is not an index yet
         index = cls(path, manifest, enc)
         index._chunker = chunking
         return index
@@ -111,14 +96,7 @@ class Index:
         first text query or add.
         """
         path = Path(path)
-        mpath = path / "manifest.json"
-        if not mpath.is_file():
-            raise FileNotFoundError(f"no index at {path} (no manifest.json); create one with Index.create")
-        manifest = json.loads(mpath.read_text())
-        if manifest.get("format") != FORMAT:
-            raise ValueError(f"{mpath} is not a sentembed index manifest")
-        if manifest.get("version", 0) > VERSION:
-            raise ValueError(f"index format version {manifest['version']} is newer than this sentembed ({VERSION})")
+        manifest = read_manifest(path)
         index = cls(path, manifest, None)
         if enc is not None:
             index._check_encoder(enc)
@@ -126,26 +104,7 @@ class Index:
         return index
 
     def _check_encoder(self, enc: Any) -> None:
-        m = self.manifest
-        name = getattr(enc, "name", "unknown")
-        problems = []
-        if int(enc.dimension) != m["dimension"]:
-            problems.append(f"dimension {enc.dimension} != {m['dimension']}")
-        if resolve_similarity(enc) != m["similarity"]:
-            problems.append(f"similarity {resolve_similarity(enc)} != {m['similarity']}")
-        if not problems:
-            # Names can differ for one model (a name or a path); its embeddings cannot.
-            probe = encode_as(enc, [PROBE], "document")[0].astype(np.float64)
-            ref = np.asarray(m["fingerprint"], dtype=np.float64)
-            cos = float(probe @ ref / max(np.linalg.norm(probe) * np.linalg.norm(ref), 1e-12))
-            scale = float(np.linalg.norm(probe) / max(np.linalg.norm(ref), 1e-12))
-            if cos < 0.9999 or abs(scale - 1) > 1e-3:
-                problems.append(f"its embeddings differ (fingerprint cosine {cos:.4f})")
-        if problems:
-            raise ValueError(
-                f"index {self.path} was built with model {m['model']!r}; the given model {name!r} is different: "
-                + "; ".join(problems) + ". Open it with the same model, or build a new index."
-            )
+        check_encoder(self.manifest, enc, self.path)
 
     @property
     def encoder(self) -> Any:
@@ -190,7 +149,7 @@ class Index:
             self._snapshot = None
             if self.manifest.get("version", 1) < VERSION:
                 self.manifest = {**self.manifest, "version": VERSION, "chunking": None}
-                write_atomic(self.path / "manifest.json", json.dumps(self.manifest, indent=1).encode())
+                write_manifest(self.path, self.manifest)
             return done
 
     def close(self) -> None:
@@ -351,8 +310,8 @@ class Index:
         Given `vectors` are one per passage of `index.chunk(texts)`, in order; or one per text,
         and then each text is stored whole, as its vector was made. The passages enter the
         lexical table in the same commit.
-        Ids default to the documents' row numbers as strings; an id already in the index is an
-        error. `metadata` is one JSON-serialisable dict (or None) per text.
+        Ids default to numbers counting up (in a fresh index, the row numbers) as strings, past
+        any numeric id already taken; an id already in the index is an error. `metadata` is one JSON-serialisable dict (or None) per text.
         """
         texts, ids, meta_json = check_documents(texts, ids, metadata)
         n = len(texts)
@@ -372,9 +331,9 @@ class Index:
         with self._writer():
             snap = self._snap()
             first = snap.n_rows
+            next_id = int(snap.state.get("next_id", first))
             if ids is None:
-                sizes = [len(doc) for doc in spans] if spans else [1] * n
-                ids = [str(first + r) for r in np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)]
+                ids, next_id = self._automatic_ids(next_id, [len(doc) for doc in spans] if spans else [1] * n)
             taken = self._catalog.existing_ids(list(ids))
             if taken:
                 raise ValueError(f"ids already in the index: {taken[:5]}{'...' if len(taken) > 5 else ''}; delete them first")
@@ -384,12 +343,23 @@ class Index:
             # 2) the ANN structure for the new state, in a new file
             state = self._write_ann(snap, vecs, seg.seg)
             # 3) one transaction makes it all visible
-            self._catalog.commit_add(seg, list(ids), texts, meta_json, state, spans)
+            self._catalog.commit_add(seg, list(ids), texts, meta_json, {**state, "next_id": str(next_id)}, spans)
             old = snap.state.get("ann_file")
             if old and state.get("ann_file") != old:
                 (self.path / old).unlink(missing_ok=True)
-            self._snap()
+            self._compact(automatic=True)
         return list(ids)
+
+    def _automatic_ids(self, start: int, sizes: list[int]) -> tuple[list[str], int]:
+        """Ids counting up from `start` (a fresh index: the row numbers), past any explicit
+        numeric id already taken; and where the next add starts counting."""
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
+        while True:
+            ids = [str(start + o) for o in offsets]
+            taken = self._catalog.existing_ids(ids)
+            if not taken:
+                return ids, start + int(sum(sizes))
+            start = max(int(t) for t in taken) + 1
 
     @property
     def _shadowed(self) -> bool:
@@ -397,24 +367,41 @@ class Index:
         fast (prefilter.py)."""
         return self.similarity in ("cosine", "dot")
 
-    def _write_ann(self, snap: Snapshot, vecs: np.ndarray, seg_no: int) -> dict[str, str]:
-        """Write the ANN structure of the state after this add to a new file; returns its state keys."""
-        view = self._view(snap)
-        index = ann.updated(self.kind, view.ann(), vecs, snap.n_rows, self.dimension, self.similarity,
+    def _write_ann(self, snap: Snapshot, vecs: np.ndarray, seg_no: int, rebuild: bool = False) -> dict[str, str]:
+        """Write the ANN structure of the state after this add (or, with `rebuild`, of `vecs`
+        alone) to a new file; returns its state keys."""
+        view = None if rebuild else self._view(snap)
+        n_old = 0 if rebuild else snap.n_rows
+        index = ann.updated(self.kind, view and view.ann(), vecs, n_old, self.dimension, self.similarity,
                             self.params, lambda: view.gather(np.arange(snap.n_rows)))
         if index is None:
             return {}
         name = f"ann-{seg_no:06d}.faiss"
         ann.save(index, self.path / name)
         fsync_dir(self.path)
-        return {"ann_file": name, "ann_rows": str(snap.n_rows + len(vecs))}
+        return {"ann_file": name, "ann_rows": str(n_old + len(vecs))}
 
     def compact(self) -> int:
-        """Merge all vector segments into one file (each add writes one); returns segments merged."""
+        """Rewrite the vectors as one segment holding only live rows, renumbered, with the
+        lexical table and ANN structure rebuilt; returns the number of segments replaced.
+
+        Adds merge small segments on their own (compaction.py); this also drops deleted rows,
+        so that nothing of a deleted document stays under the index directory.
+        """
         with self._writer():
-            merged = merge(self.path, self._files, self._catalog, self._snap(), self._shadowed)
-            self._snap()
-            return merged
+            return self._compact(automatic=False)
+
+    def _compact(self, automatic: bool) -> int:
+        """Under the writer lock: on add (`automatic`) merge what the policy says, else all."""
+        snap = self._snap()
+        if snap.deleted.any() and (not automatic or compaction.rewrite_due(snap)):
+            done = compaction.rewrite(self.path, self._files, self._catalog, snap, self._shadowed,
+                                      lambda vecs, seg_no: self._write_ann(snap, vecs, seg_no, rebuild=True))
+        else:
+            count = compaction.merge_plan(snap.segments) if automatic else len(snap.segments)
+            done = compaction.merge(self.path, self._files, self._catalog, snap, count, self._shadowed) if count else 0
+        self._snap()
+        return done
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove documents by id in one commit; unknown ids are an error and delete nothing."""
@@ -425,6 +412,7 @@ class Index:
             missing = self._catalog.commit_delete(list(dict.fromkeys(ids)))
             if missing:
                 raise KeyError(f"ids not in the index: {missing[:5]}{'...' if len(missing) > 5 else ''}; nothing was deleted")
+            self._catalog.checkpoint()  # the texts leave the WAL now; their vectors at the next compact()
             self._snap()
         return len(set(ids))
 

@@ -120,6 +120,9 @@ class Catalog:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript(SCHEMA + PASSAGES_SCHEMA + lexical.SCHEMA + ";")
         self.db.execute("PRAGMA synchronous=FULL")
+        # Deleted content is overwritten with zeros, not left in free pages (issue 21: a
+        # deleted document must be gone from disk once checkpointed).
+        self.db.execute("PRAGMA secure_delete=ON")
         self._tables()
 
     def _tables(self) -> None:
@@ -129,6 +132,11 @@ class Catalog:
 
     def close(self) -> None:
         self.db.close()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file and empty it, so deleted content leaves the
+        WAL too; waits (the busy timeout) for readers of older states to finish."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     @contextmanager
     def read(self) -> Iterator[None]:

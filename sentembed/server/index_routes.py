@@ -1,4 +1,4 @@
-"""/search, /index/add and /index/delete: registered only when an index is served.
+"""/search, /index/add, /index/delete and /index/compact: registered only when an index is served.
 
 Queries and added texts go through the same queue as every other input (with the model's
 query or document prompt, as `Index` would use), so the model only ever runs on the model
@@ -94,6 +94,19 @@ def add_index_routes(app: FastAPI, svc: Service, errors: dict[int | str, dict[st
         except _CALLER_ERRORS as err:
             raise APIError(422, f"could not add: {err}") from None
         return JSONResponse({"ids": ids, "size": size})
+
+    @app.post("/index/compact", responses=errors)
+    async def index_compact() -> Response:
+        """Rewrite the vectors without deleted rows (adds merge small segments on their own);
+        answers the segments replaced and the index's counts after."""
+
+        def run() -> dict[str, int]:
+            with svc.index_lock:
+                replaced = index.compact()
+                info = index.info()
+                return {"compacted": int(replaced), "size": int(info["count"]), "segments": int(info["segments"])}
+
+        return JSONResponse(await asyncio.get_running_loop().run_in_executor(None, run))
 
     @app.post("/index/delete", response_model=s.IndexDeleteResponse, responses=errors)
     async def index_delete(body: s.IndexDeleteRequest) -> Response:

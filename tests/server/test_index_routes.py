@@ -79,3 +79,22 @@ def test_hybrid_modes_and_passages(tiny_encoder, tmp_path, live_server):
         assert bad_mode.status_code == 422 and "hybrid" in bad_mode.text
         assert client.post("/search", json={"query": "x", "mode": "hybrid", "alpha": 1.5}).status_code == 422
         assert client.post("/search", json={"query": "x", "mode": "dense", "alpha": 0.5}).status_code == 422
+
+
+def test_compact_route(tiny_encoder, tmp_path, live_server):
+    """POST /index/compact drops deleted rows; searches answer as before."""
+    from sentembed.search.index import Index
+
+    index = Index.create(tmp_path / "ix", tiny_encoder)
+    with live_server(create_app(tiny_encoder, index)) as url, httpx.Client(base_url=url, timeout=30) as client:
+        for doc in DOCS:
+            assert client.post("/index/add", json={"texts": [doc]}).status_code == 200
+        assert client.post("/index/delete", json={"ids": ["1"]}).status_code == 200
+        ranked = lambda: [(h["id"], round(h["score"], 5)) for h in
+                          client.post("/search", json={"query": "a cat", "top_k": 3}).json()["results"][0]]
+        before = ranked()
+        r = client.post("/index/compact")
+        assert r.status_code == 200, r.text
+        assert r.json()["size"] == 3 and r.json()["segments"] == 1 and r.json()["compacted"] >= 1
+        assert index.info()["rows"] == 3
+        assert ranked() == before
