@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .model import MPNet, ModelSettings, SentencePipeline
-from .model.batching import CHARS_PER_TOKEN, plan_batches
+from .model.batching import plan_batches
 from .model.cpu import choose_dtype
 from .model.packing import packed_sentence_embeddings, use_packing
 from .precision import PRECISIONS, quantize
@@ -31,10 +31,6 @@ PROGRESS_THRESHOLD = 1024
 # fastest on 2 EPYC cores, for sentences and documents alike (1,038 tokens/s on STS-B
 # sentences against 703 at 4,096 tokens a batch). GPUs want large batches instead.
 CPU_TOKEN_BUDGET = 512
-# A huge text is cut to a prefix that still holds more than max_seq_length tokens, so
-# truncation gives the same tokens without tokenizing megabytes: four times the typical
-# characters of that many tokens, checked (and grown where short) by _clip_one.
-_CLIP_CHARS_PER_TOKEN = 4 * CHARS_PER_TOKEN
 # The prompt names each role looks for, in order, as in sentence-transformers.
 ROLE_PROMPTS = {"query": ("query",), "document": ("document", "passage", "corpus")}
 
@@ -66,16 +62,12 @@ class TokenizedTexts:
     prompt_length: int  # the prompt's tokens at the start of every text, for encode_ids
 
 
-class SentenceEncoder:
-    """A loaded Sentence Transformers model; see `sentembed.load`."""
+class LoadedModel:
+    """What the bi-encoder and the cross-encoder share: their module on a device, in a dtype
+    (`dtype="auto"` picks by CPU and device: model/cpu.py), its token window and tokenizer."""
 
-    def __init__(self, pipeline: SentencePipeline, settings: ModelSettings, name: str = "",
-                 device: torch.device | str | None = None, dtype: str | None = None):
+    def __init__(self, pipeline: torch.nn.Module, name: str, device: torch.device | str | None, dtype: str | None):
         self.pipeline = pipeline.eval()
-        self.settings = settings
-        if settings.similarity_fn_name is not None:
-            source = f"{name or 'model'}: config_sentence_transformers.json similarity_fn_name"
-            settings.similarity_fn_name = resolve_similarity(settings.similarity_fn_name, source)
         self.name = name
         self.device = torch.device(device or "cpu")
         self.dtype = choose_dtype(dtype, self.device.type)
@@ -85,6 +77,30 @@ class SentenceEncoder:
             raise ValueError("float16 is not supported on CPU; use dtype='bfloat16' or a CUDA device")
         self.pipeline.to(self.device, DTYPES[self.dtype])
 
+    @property
+    def max_seq_length(self) -> int:
+        return self.pipeline.transformer.max_seq_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        self.pipeline.transformer.max_seq_length = value
+
+    @property
+    def tokenizer(self):
+        return self.pipeline.transformer.tokenizer
+
+
+class SentenceEncoder(LoadedModel):
+    """A loaded Sentence Transformers model; see `sentembed.load`."""
+
+    def __init__(self, pipeline: SentencePipeline, settings: ModelSettings, name: str = "",
+                 device: torch.device | str | None = None, dtype: str | None = None):
+        self.settings = settings
+        if settings.similarity_fn_name is not None:
+            source = f"{name or 'model'}: config_sentence_transformers.json similarity_fn_name"
+            settings.similarity_fn_name = resolve_similarity(settings.similarity_fn_name, source)
+        super().__init__(pipeline, name, device, dtype)
+
     # -- what the model is -------------------------------------------------------------
     @property
     def dimension(self) -> int:
@@ -93,14 +109,6 @@ class SentenceEncoder:
     @property
     def normalizes(self) -> bool:
         return self.pipeline.normalizes
-
-    @property
-    def max_seq_length(self) -> int:
-        return self.pipeline.transformer.max_seq_length
-
-    @max_seq_length.setter
-    def max_seq_length(self, value: int) -> None:
-        self.pipeline.transformer.max_seq_length = value
 
     @property
     def prompts(self) -> dict[str, str]:
@@ -113,10 +121,6 @@ class SentenceEncoder:
     @similarity_fn_name.setter
     def similarity_fn_name(self, name: str) -> None:
         self.settings.similarity_fn_name = resolve_similarity(name, "similarity_fn_name")
-
-    @property
-    def tokenizer(self):
-        return self.pipeline.transformer.tokenizer
 
     def __repr__(self) -> str:
         return (f"SentenceEncoder({self.name!r}, dimension={self.dimension}, similarity={self.similarity_fn_name!r}, "
@@ -134,17 +138,22 @@ class SentenceEncoder:
         return self.tokenizer.count([prompt_text + t for t in validate_texts(texts)[0]])
 
     def tokenize_texts(self, texts: str | Sequence[str], prompt_name: str | None = None,
-                       prompt: str | None = None) -> TokenizedTexts:
+                       prompt: str | None = None, exact_counts: bool = True) -> TokenizedTexts:
         """Texts as encode() with these prompt options reads them, tokenized once, with their
         lengths before the cut: for callers that check lengths first (the server) and then
         embed the ids with `encode_ids`.
+
+        exact_counts=False cuts a huge text to a prefix before tokenizing it (the ids are the
+        same): its count then says only that it passes max_seq_length, and a 4 MB text costs
+        what a few thousand characters do.
 
         >>> tokens = model.tokenize_texts(["what is MPNet?"] * 2, prompt_name="query")
         >>> len(tokens.ids), tokens.counts == model.count_tokens(["what is MPNet?"] * 2, prompt_name="query")
         (2, True)
         """
         prompt_text = self._resolve_prompt(prompt_name, prompt) or ""
-        ids, counts = self.tokenizer.ids_and_counts([prompt_text + t for t in validate_texts(texts)[0]])
+        full = [prompt_text + t for t in validate_texts(texts)[0]]
+        ids, counts = self.tokenizer.ids_and_counts(full if exact_counts else self._clip(full))
         return TokenizedTexts(ids, counts, self._prompt_length(prompt_text))
 
     def plan_batches(self, lengths: Sequence[int], batch_size: int = 32) -> list[list[int]]:
@@ -164,16 +173,8 @@ class SentenceEncoder:
         return plan_batches(lengths, budget, batch_size)
 
     def _clip(self, texts: list[str]) -> list[str]:
-        limit = self.max_seq_length * _CLIP_CHARS_PER_TOKEN
-        return [t if len(t) <= limit else self._clip_one(t, limit) for t in texts]
-
-    def _clip_one(self, text: str, limit: int) -> str:
-        # Only the token cut in two at the end can differ, and it lies past max_seq_length.
-        while limit < len(text):
-            if self.tokenizer.count([text[:limit]])[0] >= self.max_seq_length + 2:
-                return text[:limit]
-            limit *= 4
-        return text
+        # A huge text is cut before tokenizing: the tokenizer's clip, the one place it happens.
+        return self.tokenizer.clip(texts, self.max_seq_length)
 
     # -- prompts -----------------------------------------------------------------------
     def _resolve_prompt(self, prompt_name: str | None, prompt: str | None) -> str | None:

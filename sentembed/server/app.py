@@ -117,9 +117,11 @@ def create_app(encoder: Any, index: Any | None = None, config: ServerConfig | No
     async def tokenize(body: s.TokenizeRequest) -> Response:
         """The tokens the model reads, per input (text-embeddings-inference's shape); their ids,
         special tokens included, are what `input_tokenizer: "model"` takes back."""
+        texts = s.as_list(body.inputs)
+        svc.check_chars(texts)  # shown whole, so tokenized whole: bounded here
         loop = asyncio.get_running_loop()
         return _json(await loop.run_in_executor(svc.tokenizer_pool, token_details, encoder.tokenizer,
-                                                s.as_list(body.inputs), body.add_special_tokens))
+                                                texts, body.add_special_tokens))
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
         max_client_batch_size: int = typer.Option(512, help="Inputs per request (413 beyond)."),
         max_queue_items: int = typer.Option(8192, help="Inputs waiting (429 beyond)."),
         max_body_bytes: int = typer.Option(4 * 1024 * 1024, help="Request body size (413 beyond)."),
+        max_input_chars: int = typer.Option(1_000_000, help="Characters of one input (413 beyond)."),
         auto_truncate: bool = typer.Option(False, help="Truncate long inputs instead of answering 422."),
         batching: bool = typer.Option(True, help="--no-batching runs every request alone (for comparison)."),
         encode_batch_size: int = typer.Option(4, help="encode's batch_size inside one model batch."),
@@ -58,6 +59,7 @@ def register(app: typer.Typer) -> None:
         cross = sentembed.load_cross_encoder(reranker, device=device) if reranker is not None else None
         config = ServerConfig(
             api_key=api_key, max_client_batch_size=max_client_batch_size, max_body_bytes=max_body_bytes,
+            max_input_chars=max_input_chars,
             max_batch_tokens=max_batch_tokens, max_queue_items=max_queue_items, auto_truncate=auto_truncate,
             batching=batching, encode_batch_size=encode_batch_size, model_name=model,
             cors_origins=tuple(cors_origin or ()),

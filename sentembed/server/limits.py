@@ -29,6 +29,10 @@ class ServerConfig:
     api_key: str | None = None
     max_client_batch_size: int = 512  # inputs per request (413 beyond)
     max_body_bytes: int = 4 * 1024 * 1024  # request body (413 beyond)
+    # Characters of one input (413 beyond). Embedded inputs are cut to a few thousand
+    # characters before tokenizing; this bounds what is still read whole: /tokenize, and a
+    # text whose prefix holds few tokens (whitespace), for which the cut grows.
+    max_input_chars: int = 1_000_000
     # Input tokens the batcher takes from the queue at once. Larger takes pad less (the planner
     # sorts each by length before cutting forward passes): on the 2-core box 16384 reached 99%
     # of offline encode per CPU-second, 2048 only 85%, though smaller ones answer sooner (a

@@ -127,3 +127,12 @@ def test_huge_text_is_truncated_fast_and_exactly(encoder):
     clipped = encoder.encode(huge)
     direct = encoder.encode(("lorem ipsum dolor " * 40))  # well past the 64-token limit
     np.testing.assert_allclose(clipped, direct, atol=1e-6)
+
+
+def test_tokenize_texts_cuts_before_tokenizing_with_the_same_ids(encoder):
+    long = "lorem ipsum dolor " * 10_000  # 180 kB
+    exact = encoder.tokenize_texts(["short one", long])
+    cut = encoder.tokenize_texts(["short one", long], exact_counts=False)
+    assert cut.ids == exact.ids
+    assert cut.counts[0] == exact.counts[0]
+    assert encoder.max_seq_length < cut.counts[1] < exact.counts[1]  # the prefix passes the window, no more

@@ -45,7 +45,8 @@ class FakeEncoder:
     def count_tokens(self, texts: list[str], prompt_name: str | None = None) -> list[int]:
         return self.tokenize_texts(texts, prompt_name).counts
 
-    def tokenize_texts(self, texts: list[str], prompt_name: str | None = None) -> TokenizedTexts:
+    def tokenize_texts(self, texts: list[str], prompt_name: str | None = None,
+                       exact_counts: bool = True) -> TokenizedTexts:
         """A word a token between <s> (0) and </s> (2), cut to max_seq_length."""
         prompt = self._prompt(prompt_name)
         rows = [[0] + [self._word_id(w) for w in (prompt + t).split()] + [2] for t in texts]
