@@ -91,3 +91,35 @@ def test_cli_compact(tmp_path, enc):
     r = CliRunner().invoke(app, ["index", "compact", str(tmp_path / "ix")])  # needs no model
     assert r.exit_code == 0, r.output
     assert "2 documents, 1 segment" in r.output
+
+
+def _found_under(directory, needle: bytes) -> list[str]:
+    return [str(f.relative_to(directory)) for f in sorted(directory.rglob("*")) if f.is_file() and needle in f.read_bytes()]
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+def test_deleted_document_is_gone_from_disk(tmp_path, enc, kind):
+    """After delete the text and metadata are nowhere under the index directory (SQLite's
+    secure_delete, the WAL checkpointed); after compact() neither are its words (the lexical
+    table's terms) nor its vector's bytes (fp32 and bf16)."""
+    import torch
+
+    path = tmp_path / "ix"
+    idx = Index.create(path, enc, kind=kind)
+    idx.add([f"ordinary text number {i}" for i in range(30)])
+    secret = "quokkas whisper zanzibar secrets"
+    vec = np.random.default_rng(1).standard_normal(16).astype(np.float32)
+    vec /= np.linalg.norm(vec)
+    idx.add([secret], ids=["secret"], metadata=[{"note": "xylophone-metadata"}], vectors=vec[None])
+    idx.add([f"later text {i}" for i in range(5)])
+    fp32, bf16 = vec.tobytes(), torch.from_numpy(vec).bfloat16().view(torch.int16).numpy().tobytes()
+    assert _found_under(path, secret.encode()) and _found_under(path, fp32)
+    idx.delete(["secret"])
+    for needle in (secret.encode(), b"xylophone-metadata"):
+        assert _found_under(path, needle) == [], needle
+    idx.compact()
+    idx.close()
+    for needle in (secret.encode(), b"zanzibar", b"xylophone-metadata", fp32, bf16):
+        assert _found_under(path, needle) == [], needle
+    again = Index.open(path, enc)
+    assert len(again) == 35 and again.search("later text 3", top_k=1)[0].text == "later text 3"
