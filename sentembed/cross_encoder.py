@@ -22,11 +22,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .encoder import CPU_TOKEN_BUDGET, DTYPES, PROGRESS_THRESHOLD
+from .encoder import CPU_TOKEN_BUDGET, DTYPES, PROGRESS_THRESHOLD, LoadedModel
 from .model import MPNet
 from .model.batching import plan_batches
 from .model.classifier import CrossEncoderModel
-from .model.cpu import choose_dtype
 from .model.pipeline import _versions
 
 
@@ -55,20 +54,13 @@ def validate_pairs(pairs: object) -> tuple[list[tuple[str, str]], bool]:
     return out, False
 
 
-class CrossEncoder:
-    """A loaded cross-encoder; see `sentembed.load_cross_encoder`."""
+class CrossEncoder(LoadedModel):
+    """A loaded cross-encoder; see `sentembed.load_cross_encoder`. Its module is `pipeline`,
+    the trainer's name for the module it optimises."""
 
     def __init__(self, model: CrossEncoderModel, name: str = "", device: torch.device | str | None = None,
                  dtype: str | None = None):
-        self.pipeline = model.eval()      # the trainer's name for the module it optimises
-        self.name = name
-        self.device = torch.device(device or "cpu")
-        self.dtype = choose_dtype(dtype, self.device.type)
-        if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}, auto")
-        if self.dtype == "float16" and self.device.type == "cpu":
-            raise ValueError("float16 is not supported on CPU; use dtype='bfloat16' or a CUDA device")
-        self.pipeline.to(self.device, DTYPES[self.dtype])
+        super().__init__(model, name, device, dtype)
 
     # -- what the model is -------------------------------------------------------------
     @property
@@ -82,18 +74,6 @@ class CrossEncoder:
     @property
     def activation(self) -> str:
         return self.pipeline.activation_name
-
-    @property
-    def max_seq_length(self) -> int:
-        return self.pipeline.transformer.max_seq_length
-
-    @max_seq_length.setter
-    def max_seq_length(self, value: int) -> None:
-        self.pipeline.transformer.max_seq_length = value
-
-    @property
-    def tokenizer(self):
-        return self.pipeline.transformer.tokenizer
 
     def __repr__(self) -> str:
         return (f"CrossEncoder({self.name!r}, num_labels={self.num_labels}, activation={self.activation.rsplit('.', 1)[-1]}, "

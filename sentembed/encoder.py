@@ -62,16 +62,12 @@ class TokenizedTexts:
     prompt_length: int  # the prompt's tokens at the start of every text, for encode_ids
 
 
-class SentenceEncoder:
-    """A loaded Sentence Transformers model; see `sentembed.load`."""
+class LoadedModel:
+    """What the bi-encoder and the cross-encoder share: their module on a device, in a dtype
+    (`dtype="auto"` picks by CPU and device: model/cpu.py), its token window and tokenizer."""
 
-    def __init__(self, pipeline: SentencePipeline, settings: ModelSettings, name: str = "",
-                 device: torch.device | str | None = None, dtype: str | None = None):
+    def __init__(self, pipeline: torch.nn.Module, name: str, device: torch.device | str | None, dtype: str | None):
         self.pipeline = pipeline.eval()
-        self.settings = settings
-        if settings.similarity_fn_name is not None:
-            source = f"{name or 'model'}: config_sentence_transformers.json similarity_fn_name"
-            settings.similarity_fn_name = resolve_similarity(settings.similarity_fn_name, source)
         self.name = name
         self.device = torch.device(device or "cpu")
         self.dtype = choose_dtype(dtype, self.device.type)
@@ -81,6 +77,30 @@ class SentenceEncoder:
             raise ValueError("float16 is not supported on CPU; use dtype='bfloat16' or a CUDA device")
         self.pipeline.to(self.device, DTYPES[self.dtype])
 
+    @property
+    def max_seq_length(self) -> int:
+        return self.pipeline.transformer.max_seq_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        self.pipeline.transformer.max_seq_length = value
+
+    @property
+    def tokenizer(self):
+        return self.pipeline.transformer.tokenizer
+
+
+class SentenceEncoder(LoadedModel):
+    """A loaded Sentence Transformers model; see `sentembed.load`."""
+
+    def __init__(self, pipeline: SentencePipeline, settings: ModelSettings, name: str = "",
+                 device: torch.device | str | None = None, dtype: str | None = None):
+        self.settings = settings
+        if settings.similarity_fn_name is not None:
+            source = f"{name or 'model'}: config_sentence_transformers.json similarity_fn_name"
+            settings.similarity_fn_name = resolve_similarity(settings.similarity_fn_name, source)
+        super().__init__(pipeline, name, device, dtype)
+
     # -- what the model is -------------------------------------------------------------
     @property
     def dimension(self) -> int:
@@ -89,14 +109,6 @@ class SentenceEncoder:
     @property
     def normalizes(self) -> bool:
         return self.pipeline.normalizes
-
-    @property
-    def max_seq_length(self) -> int:
-        return self.pipeline.transformer.max_seq_length
-
-    @max_seq_length.setter
-    def max_seq_length(self, value: int) -> None:
-        self.pipeline.transformer.max_seq_length = value
 
     @property
     def prompts(self) -> dict[str, str]:
@@ -109,10 +121,6 @@ class SentenceEncoder:
     @similarity_fn_name.setter
     def similarity_fn_name(self, name: str) -> None:
         self.settings.similarity_fn_name = resolve_similarity(name, "similarity_fn_name")
-
-    @property
-    def tokenizer(self):
-        return self.pipeline.transformer.tokenizer
 
     def __repr__(self) -> str:
         return (f"SentenceEncoder({self.name!r}, dimension={self.dimension}, similarity={self.similarity_fn_name!r}, "
