@@ -165,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     args.cache.mkdir(parents=True, exist_ok=True)
     skip = set(filter(None, args.skip.split(",")))
-    results = {}
+    from sentembed.model.cpu import cpu
+
+    results = {"cpu": cpu().describe(), "threads": args.threads}
     if "rerank" not in skip:
         results["rerank"] = bench_rerank(args)
     if "mining" not in skip:

@@ -155,6 +155,9 @@ def main() -> None:
                     "alpha": args.alpha, "chunk_tokens": args.chunk_tokens}
     with tempfile.TemporaryDirectory(prefix="sentembed-bench-") as tmp:
         tmp = Path(tmp)
+        from sentembed.model.cpu import cpu
+
+        print(f"CPU: {cpu().describe()}; {args.threads} threads", flush=True)
         print(f"SciFact test: {len(queries)} queries, {len(corpus)} documents; model {args.model}", flush=True)
         idx, secs = build(tmp / "index", index_enc, corpus, chunk_tokens)
         info = idx.info()

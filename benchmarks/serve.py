@@ -186,7 +186,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     chart = plots.serve_chart(result, plots.chart_path(args.out))
-    print(f"\n{args.clients} concurrent clients; {len(texts)} STS-B sentences in {args.clients * args.requests} "
+    from sentembed.model.cpu import cpu
+
+    print(f"\nCPU: {cpu().describe()}")
+    print(f"{args.clients} concurrent clients; {len(texts)} STS-B sentences in {args.clients * args.requests} "
           f"requests of 1-16 per round; {args.clients * args.single} single-sentence requests per round; "
           f"best of {args.rounds} rounds; {args.model}, {torch.get_num_threads()} threads; "
           f"load average {os.getloadavg()[0]:.1f}\n")

@@ -148,7 +148,10 @@ def main() -> None:
                              "speedup": round(ours / ref, 2)})
                 print(rows[-1], flush=True)
         results["throughput"] = rows
-        print("\n| precision | sentence-transformers pairs/s | sentembed pairs/s | speed-up |\n|---|---|---|---|")
+        from sentembed.model.cpu import cpu
+
+        print(f"\nCPU: {cpu().describe()}")
+        print("| precision | sentence-transformers pairs/s | sentembed pairs/s | speed-up |\n|---|---|---|---|")
         for r in rows:
             print(f"| {r['precision']} | {r['reference_pairs_s']} | {r['ours_pairs_s']} | {r['speedup']}x |")
     res = ROOT / "benchmarks" / "results"
