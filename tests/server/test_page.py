@@ -242,6 +242,14 @@ def test_model_view_and_keyboard(server, browser):
     assert console_errors(browser) == []
 
 
+def test_model_view_first_waits_for_the_key(server, browser):
+    url, _ = server
+    open_page(browser, url, view="model")  # /info and /metrics refused until the key is typed
+    wait_for(browser, lambda d: "API requests answered" in by_id(d, "model-metrics").text)
+    assert "Updated" in by_id(browser, "metrics-status").text
+    assert console_errors(browser, expected=("401",)) == []
+
+
 def test_a_wrong_key_is_named(server, browser):
     url, _ = server
     open_page(browser, url, key=None)

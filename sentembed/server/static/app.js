@@ -9,6 +9,7 @@ const $ = (id) => document.getElementById(id);
 let apiKey = readStoredKey();
 let info = null;
 let metricsTimer = null;
+let currentTab = "search";
 
 class ApiError extends Error {
   constructor(status, message) {
@@ -104,13 +105,15 @@ function useKey(event) {
   $("key-input").value = "";
   $("key-form").hidden = true;
   $("key-change").hidden = false;
-  loadInfo();
+  if (currentTab === "model") selectTab("model"); // restarts the metrics a refused key stopped
+  else loadInfo();
 }
 
 // -- views ------------------------------------------------------------------------------
 const TABS = ["search", "compare", "model"];
 
 function selectTab(name, focus = false) {
+  currentTab = name;
   for (const tab of TABS) {
     const on = tab === name;
     const button = $("tab-" + tab);
@@ -230,6 +233,7 @@ async function refreshMetrics() {
     ]);
     setStatus($("metrics-status"), "ok", `Updated ${new Date().toLocaleTimeString()}`);
   } catch (err) {
+    if (err instanceof ApiError && err.status === 401) clearInterval(metricsTimer); // until a key is given
     fail($("metrics-status"), err);
   } finally {
     metricsBusy = false;
