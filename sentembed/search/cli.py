@@ -1,4 +1,4 @@
-"""CLI: `sentembed index create|add|search|delete|compact|info|upgrade`, `search`, `mine`, `cluster`, `tag`.
+"""CLI: `sentembed index create|add|search|delete|compact|verify|info|upgrade`, `search`, `mine`, `cluster`, `tag`.
 
 Heavy imports (torch, the model, faiss) happen inside the commands, so `sentembed --help`
 stays fast.
@@ -174,6 +174,18 @@ def register(app: typer.Typer) -> None:
         replaced = idx.compact()
         info = idx.info()
         typer.echo(f"{path}: {replaced} segments compacted; {info['count']} documents, {info['segments']} segment(s)")
+
+    @index_app.command("verify")
+    def index_verify(path: Path) -> None:
+        """Check every vector file of the index at PATH against its checksum; exit 1 on damage."""
+        from .index import Index
+
+        problems = Index.open(path).verify()
+        for problem in problems:
+            typer.echo(problem, err=True)
+        if problems:
+            raise typer.Exit(1)
+        typer.echo(f"{path}: intact")
 
     @index_app.command("info")
     def index_info(path: Path, output: Optional[Path] = OutputOpt) -> None:

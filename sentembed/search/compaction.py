@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import lexical
+from . import integrity, lexical
 from .prefilter import write_shadow
 from .store import BUMP_GENERATION, Catalog, Segment, Snapshot, fsync_dir
 from .view import OpenFiles, shadow_file
@@ -30,18 +30,21 @@ from .view import OpenFiles, shadow_file
 REWRITE_DELETED_SHARE = 0.5
 
 
-def write_segment(directory: Path, seg: Segment, matrices: list[np.ndarray], shadow: bool) -> None:
+def write_segment(directory: Path, seg: Segment, matrices: list[np.ndarray], shadow: bool) -> dict[str, str]:
     """Write float32 rows (and, with `shadow`, their bf16 copy) to new files, fsynced before any
-    commit names them."""
+    commit names them; returns their checksums, as the catalog's state keys (integrity.py)."""
     path = directory / seg.file
     with open(path, "wb") as f:
         for m in matrices:
             f.write(np.ascontiguousarray(m, dtype=np.float32).tobytes())
         f.flush()
         os.fsync(f.fileno())
+    names = [seg.file]
     if shadow:
         write_shadow(directory / shadow_file(seg.file), matrices)
+        names.append(shadow_file(seg.file))
     fsync_dir(path.parent)
+    return {integrity.key(name): integrity.checksum(directory / name) for name in names}
 
 
 def next_segment(snap: Snapshot, first_row: int, n_rows: int) -> Segment:
@@ -76,8 +79,8 @@ def merge(directory: Path, files: OpenFiles, catalog: Catalog, snap: Snapshot, c
         return len(old)
     held, _ = files.hold(snap)
     merged = next_segment(snap, old[0].first_row, sum(s.n_rows for s in old))
-    write_segment(directory, merged, [h.rows for h in held[len(held) - count:]], shadow)
-    catalog.commit_segments(old, merged)
+    sums = write_segment(directory, merged, [h.rows for h in held[len(held) - count:]], shadow)
+    catalog.commit_segments(old, merged, sums, [integrity.key(n) for s in old for n in (s.file, shadow_file(s.file))])
     _remove(directory, old)
     return len(old)
 
@@ -93,8 +96,8 @@ def rewrite(directory: Path, files: OpenFiles, catalog: Catalog, snap: Snapshot,
             for a, b in _runs(keep[h.segment.first_row : h.segment.first_row + h.segment.n_rows])]
     n_live = int(keep.sum())
     seg = next_segment(snap, 0, n_live)
-    write_segment(directory, seg, live, shadow)
-    state = build_ann(np.concatenate(live) if live else np.zeros((0, files.dimension), np.float32), seg.seg)
+    sums = write_segment(directory, seg, live, shadow)
+    state = sums | build_ann(np.concatenate(live) if live else np.zeros((0, files.dimension), np.float32), seg.seg)
     new_of = np.cumsum(keep) - 1  # old row -> new row, for the rows kept
     _commit_rewrite(catalog, snap, seg, np.flatnonzero(keep), new_of[keep], state)
     old_ann = snap.state.get("ann_file")
@@ -136,7 +139,7 @@ def _commit_rewrite(catalog: Catalog, snap: Snapshot, seg: Segment, old_rows: np
         cur.execute("DELETE FROM segments")
         cur.execute("INSERT INTO segments(seg, file, first_row, n_rows) VALUES (?, ?, ?, ?)",
                     (seg.seg, seg.file, seg.first_row, seg.n_rows))
-        cur.execute("DELETE FROM state WHERE key IN ('ann_file', 'ann_rows')")
+        cur.execute("DELETE FROM state WHERE key IN ('ann_file', 'ann_rows') OR key LIKE 'crc:%'")
         cur.executemany("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", state.items())
         cur.execute(BUMP_GENERATION)
         cur.execute("COMMIT")

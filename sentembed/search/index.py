@@ -32,7 +32,7 @@ from ..encoder import encode_as
 from ..vectors import as_matrix, resolve_similarity
 from . import ann, fusion
 from .chunking import Chunker, chunker_for
-from . import compaction
+from . import compaction, integrity
 from .compaction import next_segment, write_segment
 from .documents import check_documents
 from .lexical import match_expression
@@ -209,6 +209,12 @@ class Index:
                 "bytes": size, "params": self.params.to_dict(),
             }
 
+    def verify(self) -> list[str]:
+        """Check every vector file of the committed state against the checksum its commit
+        recorded; returns the problems, each naming its file (empty: intact)."""
+        with self._lock, self._catalog.read():
+            return integrity.verify(self.path, self._snap(), self.dimension, self._shadowed)
+
     def _query_vectors(self, queries: Sequence[Any] | np.ndarray) -> np.ndarray:
         if len(queries) and all(isinstance(q, str) for q in queries):
             vecs = encode_as(self.encoder, queries, "query")
@@ -339,11 +345,11 @@ class Index:
                 raise ValueError(f"ids already in the index: {taken[:5]}{'...' if len(taken) > 5 else ''}; delete them first")
             seg = next_segment(snap, first, len(vecs))
             # 1) the vectors, durable before any commit names them
-            write_segment(self.path, seg, [vecs], self._shadowed)
+            sums = write_segment(self.path, seg, [vecs], self._shadowed)
             # 2) the ANN structure for the new state, in a new file
             state = self._write_ann(snap, vecs, seg.seg)
             # 3) one transaction makes it all visible
-            self._catalog.commit_add(seg, list(ids), texts, meta_json, {**state, "next_id": str(next_id)}, spans)
+            self._catalog.commit_add(seg, list(ids), texts, meta_json, {**state, **sums, "next_id": str(next_id)}, spans)
             old = snap.state.get("ann_file")
             if old and state.get("ann_file") != old:
                 (self.path / old).unlink(missing_ok=True)

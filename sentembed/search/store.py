@@ -212,12 +212,16 @@ class Catalog:
             cur.execute("ROLLBACK")
             raise
 
-    def commit_segments(self, old: tuple[Segment, ...], new: Segment) -> None:
-        """Replace segments `old` by `new` (their rows concatenated) in one transaction."""
+    def commit_segments(self, old: tuple[Segment, ...], new: Segment, state: dict[str, str] | None = None,
+                        drop: list[str] = ()) -> None:
+        """Replace segments `old` by `new` (their rows concatenated) in one transaction, with
+        `state` keys set and `drop` keys removed."""
         cur = self.db.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
             cur.executemany("DELETE FROM segments WHERE seg = ?", ((s.seg,) for s in old))
+            cur.executemany("DELETE FROM state WHERE key = ?", ((k,) for k in drop))
+            cur.executemany("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", (state or {}).items())
             cur.execute("INSERT INTO segments(seg, file, first_row, n_rows) VALUES (?, ?, ?, ?)",
                         (new.seg, new.file, new.first_row, new.n_rows))
             cur.execute(BUMP_GENERATION)

@@ -12,13 +12,14 @@ snapshot no longer names, so the disk space of removed files is given back.
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from . import ann, prefilter
+from . import ann, integrity, prefilter
 from .exact import Block
 from .prefilter import Shadow, read_shadow
 from .store import Catalog, Segment, Snapshot, open_segment, read_rows
@@ -53,19 +54,30 @@ class OpenFiles:
         Raises FileNotFoundError when one is gone: a later commit replaced it."""
         # The bf16 copy is opened before its segment: a compaction removes the segment first,
         # so a copy found means its segment was still there too, or the open below fails.
-        held = [self._segments.get(s.file) or self._open(s) for s in snap.segments]
+        held = [self._segments.get(s.file) or self._open(s, snap.state) for s in snap.segments]
         name = snap.state.get("ann_file")
         if name and (self._ann is None or self._ann[0] != name):
             self._ann = (name, ann.load(self.path / name))
         self._drop({s.file for s in snap.segments})
         return held, self._ann[1] if name and self._ann else None
 
-    def _open(self, seg: Segment) -> SegmentFile:
+    def _open(self, seg: Segment, state: dict[str, str]) -> SegmentFile:
+        """Open a segment and, where this CPU reads it, its bf16 copy; each checked against the
+        checksum its commit recorded (integrity.py), once, here."""
         shadow = None
         if prefilter.bf16_scan_pays():  # on other CPUs fp32 scans faster: the copy is never read
-            shadow = read_shadow(self.path / shadow_file(seg.file), seg.n_rows, self.dimension)
+            path = self.path / shadow_file(seg.file)
+            problem = integrity.check(path, path, state.get(integrity.key(shadow_file(seg.file)))) if path.is_file() else None
+            if problem:
+                warnings.warn(f"{problem}; searching its fp32 rows instead (sentembed index verify {self.path})")
+            else:
+                shadow = read_shadow(path, seg.n_rows, self.dimension)
         file = open(self.path / seg.file, "rb", buffering=0)
         try:
+            problem = integrity.check(file, self.path / seg.file, state.get(integrity.key(seg.file)))
+            if problem:
+                raise integrity.IndexDamaged(f"{problem}: search refused. Restore the index from a copy or rebuild it "
+                                             f"(sentembed index verify {self.path} lists every damaged file)")
             rows = open_segment(self.path, seg, self.dimension)
         except BaseException:
             file.close()

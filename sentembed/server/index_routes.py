@@ -13,6 +13,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from sentembed.search.integrity import IndexDamaged
 from sentembed.search.lexical import match_expression
 from sentembed.server import schemas as s
 from sentembed.server.limits import APIError
@@ -59,6 +60,8 @@ def add_index_routes(app: FastAPI, svc: Service, errors: dict[int | str, dict[st
             results = await asyncio.get_running_loop().run_in_executor(None, run)
         except _CALLER_ERRORS as err:
             raise APIError(422, f"search failed: {err}") from None
+        except IndexDamaged as err:  # refused, never answered from a damaged file
+            raise APIError(500, str(err), "index_damaged") from None
         return JSONResponse({"results": results})
 
     @app.post("/index/add", response_model=s.IndexAddResponse, responses=errors)
