@@ -5,9 +5,15 @@ pytest puts tests/ on the path; a child process gets tests/ on its PYTHONPATH).
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import socket
 import string
+import threading
+import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -203,3 +209,28 @@ def small_tiktoken(name: str = "cl100k_base"):
         ranks[word] = len(ranks)
     return tiktoken.Encoding(name, pat_str=r"""'s|'t| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
                              mergeable_ranks=ranks, special_tokens={})
+
+
+@contextlib.contextmanager
+def live_server(app, host: str = "127.0.0.1") -> Iterator[str]:
+    """Run app on uvicorn in a thread on a free port of host; yields the base URL."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()

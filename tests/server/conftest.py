@@ -4,19 +4,16 @@ and STS-B sentences. Helpers are handed out as fixtures: under --import-mode=imp
 test module cannot import its neighbours."""
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
-import socket
 import threading
-import time
-from typing import Iterator
 
 import numpy as np
 import pytest
 
 from sentembed.encoder import TokenizedTexts
 from sentembed.model.batching import plan_batches
+
+import support
 
 
 class FakeEncoder:
@@ -87,35 +84,10 @@ class FakeEncoder:
         return np.asarray(a) @ np.asarray(b).T
 
 
-@contextlib.contextmanager
-def live_server(app, host: str = "127.0.0.1") -> Iterator[str]:
-    """Run app on uvicorn in a thread on a free port of host; yields the base URL."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
-
-
 @pytest.fixture(scope="session", name="live_server")
 def live_server_fixture():
     """live_server(app) -> context manager yielding the base URL."""
-    return live_server
+    return support.live_server
 
 
 @pytest.fixture(scope="session")
