@@ -204,8 +204,9 @@ def read_texts(path: Path, field: str | None = None, id_field: str | None = None
             raise ValueError(f"{path}: row {row_no} has a {type(row[field]).__name__} in {field!r}, not text")
         texts.append(row[field])
         if id_field is not None:
-            if id_field not in row:
-                raise ValueError(f"{path}: row {row_no} has no {id_field!r}")
+            if row.get(id_field) in (None, ""):  # absent, a short CSV row, or null: never the id "None"
+                where = f"{path}:{number}" if suffix != ".parquet" else f"{path}: row {number}"
+                raise DataFormatError(f"{where}: no {id_field!r} value")
             ids.append(str(row[id_field]))
     return (ids if id_field is not None else [str(i) for i in range(len(texts))]), texts
 

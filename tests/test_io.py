@@ -191,3 +191,15 @@ def test_read_texts_errors_name_the_place(tmp_path):
     assert read_texts(tmp_path / "a.parquet", "text", "id") == (["3", "4"], ["p", "q"])
     with pytest.raises(ValueError, match=r"a.parquet: no column 'body'"):
         read_texts(tmp_path / "a.parquet", "body")
+
+
+def test_read_texts_refuses_a_missing_id_naming_file_and_line(tmp_path):
+    (tmp_path / "a.csv").write_text("id,text\n1,x\n,y\n")
+    with pytest.raises(DataFormatError, match=r"a\.csv:3: no 'id' value"):
+        read_texts(tmp_path / "a.csv", "text", "id")
+    (tmp_path / "b.csv").write_text("text,id\nx,1\ny\n")  # a short row
+    with pytest.raises(DataFormatError, match=r"b\.csv:3: no 'id' value"):
+        read_texts(tmp_path / "b.csv", "text", "id")
+    pq.write_table(pa.table({"text": ["p", "q"], "id": [3, None]}), tmp_path / "c.parquet")
+    with pytest.raises(DataFormatError, match=r"c\.parquet: row 1: no 'id' value"):
+        read_texts(tmp_path / "c.parquet", "text", "id")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 
@@ -40,12 +40,17 @@ def read_texts(path: Path, text_field: str = "text", id_field: str | None = None
                 raise typer.BadParameter(f"{path}:{no}: no {text_field!r} field (choose one with --text-field)")
             texts.append(str(obj[text_field]))
             if id_field:
-                if id_field not in obj:
-                    raise typer.BadParameter(f"{path}:{no}: no {id_field!r} field")
+                if obj.get(id_field) in (None, ""):
+                    fail(f"{path}:{no}: no {id_field!r} value (every document needs its id)")
                 ids.append(str(obj[id_field]))
             metas.append({k: v for k, v in obj.items() if k not in (text_field, id_field)})
         return texts, (ids if id_field else None), metas
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    from ..io import read_lines
+
+    try:  # invalid UTF-8 is an error naming the line, as `sentembed encode` makes it
+        lines = [ln.strip() for _, ln in read_lines(path, errors="strict")]
+    except ValueError as err:
+        fail(str(err))
     return [ln for ln in lines if ln], None, None
 
 
@@ -53,9 +58,24 @@ def _jsonl(path: Path):
     from ..io import read_jsonl
 
     try:
-        yield from read_jsonl(path)
+        yield from read_jsonl(path, errors="strict")
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
+
+
+def fail(message: str) -> NoReturn:
+    """End the command with one line on stderr, no traceback."""
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _where(text: str | None) -> dict | None:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        fail(f"--where is not JSON ({err})")
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -129,7 +149,11 @@ def register(app: typer.Typer) -> None:
                 spans = idx.chunk(part)
                 passages = [t[a:b] for t, doc in zip(part, spans) for a, b in doc]
                 vecs = encode_as(idx.encoder, passages, "document", batch_size=batch_size)
-                idx.add(part, ids[s : s + batch] if ids else None, metas[s : s + batch] if metas else None, vectors=vecs)
+                try:
+                    idx.add(part, ids[s : s + batch] if ids else None, metas[s : s + batch] if metas else None,
+                            vectors=vecs)
+                except (ValueError, TypeError) as err:
+                    fail(f"{file}: {err}" + (f" ({s} texts were added before)" if s else ""))
                 bar.update(len(part))
         typer.echo(f"{len(texts)} added; the index holds {len(idx)}")
 
@@ -143,9 +167,9 @@ def register(app: typer.Typer) -> None:
 
         idx = Index.open(path)
         try:
-            hits = idx.search(query, top_k=top_k, where=json.loads(where) if where else None, mode=mode, alpha=alpha)
-        except ValueError as err:
-            raise typer.BadParameter(str(err)) from None
+            hits = idx.search(query, top_k=top_k, where=_where(where), mode=mode, alpha=alpha)
+        except (ValueError, TypeError) as err:
+            fail(str(err))
         _print_hits(hits, output)
 
     @index_app.command("upgrade")
@@ -161,7 +185,10 @@ def register(app: typer.Typer) -> None:
         """Delete documents by id."""
         from .index import Index
 
-        n = Index.open(path).delete(ids)
+        try:
+            n = Index.open(path).delete(ids)
+        except KeyError as err:
+            fail(err.args[0])
         typer.echo(f"deleted {n}")
 
     @index_app.command("compact")

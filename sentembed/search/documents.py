@@ -9,6 +9,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+# Metadata nests at most this deep: deeper JSON is refused at the door, before it can make
+# every later answer that carries it fail to serialise.
+MAX_METADATA_DEPTH = 32
+
 
 def check_documents(texts: Sequence[str], ids: Sequence[Any] | None,
                     metadata: Sequence[dict | None] | None) -> tuple[list[str], list[str] | None, list[str | None]]:
@@ -38,8 +42,25 @@ def check_documents(texts: Sequence[str], ids: Sequence[Any] | None,
     for i, m in enumerate(metadata or [None] * n):
         if m is not None and not isinstance(m, dict):
             raise TypeError(f"metadata[{i}] must be a dict or None, got {type(m).__name__}")
+        if m is not None and _depth(m) > MAX_METADATA_DEPTH:
+            raise ValueError(f"metadata[{i}] nests deeper than {MAX_METADATA_DEPTH} levels")
         try:
             meta_json.append(json.dumps(m, ensure_ascii=False, allow_nan=False) if m is not None else None)
         except (TypeError, ValueError) as e:
             raise ValueError(f"metadata[{i}] is not JSON-serialisable: {e}") from None
     return texts, ids, meta_json
+
+
+def _depth(value: Any) -> int:
+    """How deep dicts and lists nest in `value` (a scalar: 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, (list, tuple)) else None
+        if children is None:
+            continue
+        deepest = max(deepest, d)
+        if deepest > MAX_METADATA_DEPTH:
+            return deepest
+        stack += [(c, d + 1) for c in children]
+    return deepest

@@ -28,7 +28,7 @@ def new_manifest(enc: Any, kind: str, params: ann.AnnParams, chunking: Chunker |
         raise ValueError(f"encoder returns {len(probe)} dimensions but says dimension={enc.dimension}")
     return {
         "format": FORMAT, "version": VERSION,
-        "model": str(getattr(enc, "name", "unknown")),
+        "model": _model_name(str(getattr(enc, "name", "unknown"))),
         "dimension": int(enc.dimension), "normalizes": bool(getattr(enc, "normalizes", False)),
         "similarity": similarity, "kind": kind, "params": params.to_dict(),
         "fingerprint": [round(float(v), 6) for v in probe],
@@ -75,3 +75,10 @@ def check_encoder(manifest: dict[str, Any], enc: Any, path: Path) -> None:
             f"index {path} was built with model {m['model']!r}; the given model {name!r} is different: "
             + "; ".join(problems) + ". Open it with the same model, or build a new index."
         )
+
+
+def _model_name(name: str) -> str:
+    """A model loaded from a local directory is recorded by its absolute path, so the index
+    loads it from any working directory; a name stays a name."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_dir() else name

@@ -323,6 +323,8 @@ def compile_where(where: dict[str, Any]) -> tuple[str, list[Any]]:
         path = '$."' + key.replace('"', '\\"') + '"'
         field = "json_extract(metadata, ?)"
         conds = cond if isinstance(cond, dict) else {"$eq": cond}
+        if not conds:
+            raise ValueError(f"where[{key!r}] is an empty dict: give a value, or operators like {{'$gte': 3}}")
         for op, value in conds.items():
             if op in _OPS:
                 if value is None and op in ("$eq", "$ne"):
@@ -351,6 +353,8 @@ def compile_where(where: dict[str, Any]) -> tuple[str, list[Any]]:
 def _check_scalar(key: str, value: Any) -> None:
     if not isinstance(value, (str, int, float, bool)):
         raise ValueError(f"where[{key!r}] compares against a string, number or bool, got {type(value).__name__}")
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        raise ValueError(f"where[{key!r}]: {value} does not fit in 64 bits, the widest integer metadata holds")
 
 
 def open_segment(directory: Path, seg: Segment, dim: int) -> np.ndarray:

@@ -13,6 +13,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from sentembed.search.documents import check_documents
 from sentembed.search.integrity import IndexDamaged
 from sentembed.search.lexical import match_expression
 from sentembed.server import schemas as s
@@ -74,6 +75,10 @@ def add_index_routes(app: FastAPI, svc: Service, errors: dict[int | str, dict[st
         for name, given in (("ids", body.ids), ("metadata", body.metadata)):
             if given is not None and len(given) != n:
                 raise APIError(422, f"{name} has {len(given)} items but texts has {n}; give one per text")
+        try:  # at the door, before any text is embedded: ids, metadata (JSON, nesting depth)
+            check_documents(body.texts, body.ids, body.metadata)
+        except _CALLER_ERRORS as err:
+            raise APIError(422, f"could not add: {err}") from None
 
         prompt_name = svc.enc.prompt_name_for("document")
         loop = asyncio.get_running_loop()

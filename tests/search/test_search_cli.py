@@ -108,3 +108,53 @@ def test_one_shot_search_modes(app, tmp_path, corpus):
     assert [h["id"] for h in hits] == ["2"] and hits[0]["text"] == "stocks fell today"
     run(app, "search", "stocks", "--corpus", corpus, "--mode", "hybrid", "-k", "2", "-o", tmp_path / "h.json")
     assert json.loads((tmp_path / "h.json").read_text())[0]["id"] == "2"
+
+
+def _fails_in_one_line(app, *args, expect: str) -> str:
+    res = CliRunner().invoke(app, [str(a) for a in args])
+    assert res.exit_code != 0 and expect in res.output, res.output
+    assert "Traceback" not in res.output and not isinstance(res.exception, (KeyError, ValueError)), res.output
+    return res.output
+
+
+def test_index_errors_are_one_line(app, tmp_path, corpus):
+    ix = tmp_path / "ix"
+    run(app, "index", "create", ix)
+    run(app, "index", "add", ix, corpus, "--id-field", "id")
+    _fails_in_one_line(app, "index", "delete", ix, "d0", "nope", expect="nope")
+    for where, expect in (('{"lang": {}}', "empty dict"), ('{"n": 1180591620717411303424}', "64 bits"),
+                          ("{not json", "not JSON"), ('{"lang": {"$near": 1}}', "unknown operator")):
+        _fails_in_one_line(app, "index", "search", ix, "cat", "--where", where, expect=expect)
+    _fails_in_one_line(app, "index", "add", ix, corpus, "--id-field", "id", expect="already in the index")
+    assert "deleted 1" in run(app, "index", "delete", ix, "d0")
+
+
+def test_index_add_input_errors_name_file_and_line(app, tmp_path):
+    ix = tmp_path / "ix"
+    run(app, "index", "create", ix)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine line\ncaf\xe9 au lait\n")
+    _fails_in_one_line(app, "index", "add", ix, bad, expect="bad.txt:2: invalid UTF-8")
+    null_id = tmp_path / "ids.jsonl"
+    null_id.write_text('{"id": "a", "text": "x"}\n{"id": null, "text": "y"}\n')
+    _fails_in_one_line(app, "index", "add", ix, null_id, "--id-field", "id", expect="ids.jsonl:2: no 'id' value")
+
+
+def test_relative_model_path_works_from_anywhere(tiny_model, tmp_path, monkeypatch):
+    """A real (tiny) model given by a relative path: the index loads it from another directory."""
+    import shutil
+
+    from sentembed.cli import app as real_app
+
+    shutil.copytree(tiny_model, tmp_path / "work" / "model")
+    monkeypatch.chdir(tmp_path / "work")
+    res = CliRunner().invoke(real_app, ["index", "create", "ix", "--model", "model"])
+    assert res.exit_code == 0, res.output
+    docs = tmp_path / "work" / "docs.txt"
+    docs.write_text("a cat sat on the mat\nstocks fell today\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    res = CliRunner().invoke(real_app, ["index", "add", "../work/ix", "../work/docs.txt"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(real_app, ["index", "search", "../work/ix", "cat on a mat", "-k", "1"])
+    assert res.exit_code == 0 and "a cat sat" in res.output, res.output

@@ -343,3 +343,40 @@ def test_several_readers_while_writing(tmp_path):
     outs = [r.communicate()[0] for r in readers]
     assert not errors
     assert all(r.returncode == 0 for r in readers), outs
+
+
+def test_metadata_nesting_is_bounded(index):
+    deep: dict = {}
+    inner = deep
+    for _ in range(200):
+        inner["x"] = {}
+        inner = inner["x"]
+    with pytest.raises(ValueError, match=r"metadata\[1\] nests deeper than 32"):
+        index.add(["fine", "too deep"], metadata=[{"a": [{"b": 1}]}, deep])
+    assert len(index) == 5
+
+
+@pytest.mark.parametrize("where,message", [({"topic": {}}, "empty dict"), ({"year": 2**70}, "64 bits"),
+                                           ({"year": {"$in": [1, -(2**64)]}}, "64 bits")])
+def test_bad_filter_values_are_value_errors(index, where, message):
+    for mode in ("dense", "lexical"):
+        with pytest.raises(ValueError, match=message):
+            index.search("cat", where=where, mode=mode)
+
+
+def test_automatic_ids_skip_explicit_numeric_ids(tmp_path, enc):
+    idx = Index.create(tmp_path / "ids", enc)
+    assert idx.add(["one"], ids=["1"]) == ["1"]
+    assert idx.add(["two", "three"]) == ["2", "3"]  # "1" (row 0's number) is taken
+    assert idx.add(["four"], ids=["5"]) == ["5"]
+    assert idx.add(["five", "six"]) == ["6", "7"]
+    assert len(idx) == 6
+
+
+def test_relative_model_path_is_stored_resolved(tmp_path, monkeypatch):
+    (tmp_path / "models" / "mine").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    idx = Index.create("rel-index", HashEncoder(dimension=16, name="models/mine"))
+    assert idx.manifest["model"] == str(tmp_path / "models" / "mine")
+    named = Index.create("named-index", HashEncoder(dimension=16, name="all-mpnet-base-v2"))
+    assert named.manifest["model"] == "all-mpnet-base-v2"

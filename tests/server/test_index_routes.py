@@ -98,3 +98,20 @@ def test_compact_route(tiny_encoder, tmp_path, live_server):
         assert r.json()["size"] == 3 and r.json()["segments"] == 1 and r.json()["compacted"] >= 1
         assert index.info()["rows"] == 3
         assert ranked() == before
+
+
+def test_bad_metadata_and_filters_are_422(served):
+    client, index = served
+    deep: dict = {}
+    inner = deep
+    for _ in range(300):
+        inner["x"] = {}
+        inner = inner["x"]
+    r = client.post("/index/add", json={"texts": ["deep"], "metadata": [deep]})
+    assert r.status_code == 422 and "nests deeper" in r.json()["error"]["message"], r.text
+    r = client.post("/index/add", json={"texts": ["a", "b"], "ids": ["same", "same"]})
+    assert r.status_code == 422 and "twice" in r.text
+    for where in ({"t": {}}, {"t": 2**70}, {"t": {"$in": [2**64]}}, {"t": {"$gt": [1]}}):
+        for mode in ("dense", "lexical"):
+            r = client.post("/search", json={"query": "cat", "where": where, "mode": mode})
+            assert r.status_code == 422, (where, mode, r.text)
