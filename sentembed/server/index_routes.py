@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,21 @@ def _hit(hit: Any) -> dict[str, Any]:
             "metadata": d.get("metadata"), "passage": d.get("passage"), "span": list(span) if span else None}
 
 
+def _answer(found: list[list[Any]], limit: int) -> bytes:
+    """The JSON body {"results": [[hit, ...], ...]}, refused (413) as soon as it would pass
+    `limit` bytes: it is never built whole first."""
+    parts, size = [], 0
+    for hits in found:
+        encoded = [json.dumps(_hit(h), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+                   for h in hits]
+        size += sum(len(e) + 1 for e in encoded) + 2
+        if size > limit:
+            raise APIError(413, f"the answer would pass {limit} bytes (max_search_response_bytes): ask for fewer "
+                           "hits (top_k, queries) or filter with where", "payload_too_large")
+        parts.append(b"[" + b",".join(encoded) + b"]")
+    return b'{"results":[' + b",".join(parts) + b"]}"
+
+
 def add_index_routes(app: FastAPI, svc: Service, errors: dict[int | str, dict[str, Any]]) -> None:
     index = svc.index
 
@@ -46,24 +62,28 @@ def add_index_routes(app: FastAPI, svc: Service, errors: dict[int | str, dict[st
         it has one."""
         prompt_name = body.prompt_name if body.prompt_name is not None else svc.enc.prompt_name_for("query")
         queries = s.as_list(body.query)
+        hits, limit = len(queries) * body.top_k, svc.config.max_search_hits
+        if hits > limit:  # at once, before any work
+            raise APIError(413, f"{len(queries)} queries x top_k {body.top_k} = {hits} hits; at most {limit} "
+                           "(max_search_hits) are answered per request", "payload_too_large")
         vectors = None
         # Lexical search needs no vectors, but a query without a word falls back to dense.
         if body.mode != "lexical" or any(match_expression(q) is None for q in queries):
             vectors, _ = await svc.embed(request, queries, truncate=body.truncate, prompt_name=prompt_name)
 
-        def run() -> list[list[dict[str, Any]]]:
+        def run() -> bytes:
             with svc.index_lock:
                 found = index.search_many(queries, top_k=body.top_k, where=body.where, mode=body.mode,
                                           alpha=body.alpha, query_vectors=vectors)
-                return [[_hit(h) for h in hits] for hits in found]
+            return _answer(found, svc.config.max_search_response_bytes)
 
         try:
-            results = await asyncio.get_running_loop().run_in_executor(None, run)
+            answer = await asyncio.get_running_loop().run_in_executor(None, run)
         except _CALLER_ERRORS as err:
             raise APIError(422, f"search failed: {err}") from None
         except IndexDamaged as err:  # refused, never answered from a damaged file
             raise APIError(500, str(err), "index_damaged") from None
-        return JSONResponse({"results": results})
+        return Response(answer, media_type="application/json")
 
     @app.post("/index/add", response_model=s.IndexAddResponse, responses=errors)
     async def index_add(body: s.IndexAddRequest, request: Request) -> Response:

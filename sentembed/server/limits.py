@@ -40,6 +40,10 @@ class ServerConfig:
     max_batch_tokens: int = 16384
     max_batch_items: int = 512  # inputs the batcher takes at once
     max_queue_items: int = 8192  # inputs waiting (429 beyond)
+    # /search: hits per request, queries x top_k (413 at once beyond), and bytes of the answer
+    # (413 once the hits found would pass it; each hit carries its document's whole text).
+    max_search_hits: int = 10_000
+    max_search_response_bytes: int = 64 * 1024 * 1024
     auto_truncate: bool = False  # what `truncate` means when a request does not say
     batching: bool = True  # False: every request runs alone (the benchmark's baseline)
     # Texts a forward pass, as the encoder's plan_batches cuts one take: forward passes then

@@ -115,3 +115,25 @@ def test_bad_metadata_and_filters_are_422(served):
         for mode in ("dense", "lexical"):
             r = client.post("/search", json={"query": "cat", "where": where, "mode": mode})
             assert r.status_code == 422, (where, mode, r.text)
+
+
+def test_search_work_is_bounded(tiny_encoder, tmp_path, live_server):
+    """Hits per request (queries x top_k) and the answer's bytes: 413 at once, naming the limit."""
+    from sentembed.search.index import Index
+    from sentembed.server import ServerConfig
+
+    index = Index.create(tmp_path / "ix", tiny_encoder, chunk_tokens=None)
+    config = ServerConfig(max_search_hits=6, max_search_response_bytes=4000)
+    with live_server(create_app(tiny_encoder, index, config=config)) as url, \
+            httpx.Client(base_url=url, timeout=30) as client:
+        long = "the zeppelin " + "word " * 1000
+        assert client.post("/index/add", json={"texts": [*DOCS, long]}).status_code == 200
+        r = client.post("/search", json={"query": ["a", "b", "c"], "top_k": 3})
+        assert r.status_code == 413 and "max_search_hits" in r.json()["error"]["message"], r.text
+        r = client.post("/search", json={"query": ["a small cat", "rain"], "top_k": 3, "where": {"nope": None}})
+        assert r.status_code == 200, r.text
+        r = client.post("/search", json={"query": "a cat", "top_k": 3})
+        assert r.status_code == 200 and [h["id"] for h in r.json()["results"][0]] == \
+            [h.id for h in index.search("a cat", top_k=3)]
+        r = client.post("/search", json={"query": "zeppelin", "top_k": 5, "mode": "lexical"})
+        assert r.status_code == 413 and "max_search_response_bytes" in r.json()["error"]["message"], r.text
