@@ -19,14 +19,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sentembed.server import schemas as s
 from sentembed.server.limits import APIError, Guard, ServerConfig, error_body
-from sentembed.server.service import Service
+from sentembed.server.service import Service, caller_of
 from sentembed.server.tokens import openai_vectors, token_details
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": s.ErrorResponse, "description": what}
     for code, what in {
         401: "missing or wrong API key", 413: "too many inputs or body too large",
-        422: "malformed body, wrong types, or an input too long", 429: "queue full, retry later",
+        422: "malformed body, wrong types, or an input too long",
+        429: "queue full, or this API key's rate limit reached: retry after the Retry-After header's seconds",
     }.items()
 }
 
@@ -66,7 +67,7 @@ def create_app(encoder: Any, index: Any | None = None, config: ServerConfig | No
     @app.exception_handler(APIError)
     async def _api_error(request: Request, err: APIError) -> Response:
         return Response(error_body(err.status, err.message, err.kind, err.details), err.status,
-                        media_type="application/json")
+                        media_type="application/json", headers=err.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError) -> Response:
@@ -142,6 +143,16 @@ def create_app(encoder: Any, index: Any | None = None, config: ServerConfig | No
         loop = asyncio.get_running_loop()
         return _json(await loop.run_in_executor(None, svc.info))
 
+    @app.get("/usage", response_model=s.UsageResponse, responses={401: _ERRORS[401]})
+    async def usage(request: Request) -> Response:
+        """Tokens served, requests served and requests refused by the rate limit since the
+        server started, by API key name: the caller's own; every caller's for the admin key
+        (--api-key) or on a server without keys. Never counts against the rate limit."""
+        caller = caller_of(request)
+        quota = svc.quota
+        limit = {"tokens_per_second": quota.rate, "burst": quota.burst} if quota.rate else None
+        return _json({"keys": quota.usage(None if caller.admin else caller.name), "rate_limit": limit})
+
     @app.get("/metrics", response_class=Response)
     async def metrics() -> Response:
         """Prometheus text format."""
@@ -162,7 +173,8 @@ def create_app(encoder: Any, index: Any | None = None, config: ServerConfig | No
     add_page_routes(app)  # the playground at /: open without the key, as it holds no secret
 
     routes = frozenset(getattr(r, "path", "") for r in app.routes)
-    app.add_middleware(Guard, config=config, routes=routes, on_answer=svc.metrics.observe_request)
+    app.add_middleware(Guard, config=config, routes=routes, on_answer=svc.metrics.observe_request, keys=svc.keys,
+                       quota=svc.quota)
     if config.cors_origins:  # outside the guard: a browser's preflight carries no API key
         from fastapi.middleware.cors import CORSMiddleware
 

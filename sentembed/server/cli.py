@@ -1,7 +1,10 @@
-"""`sentembed serve MODEL [--index DIR] [--reranker DIR] [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--cors-origin URL]`."""
+"""`sentembed serve MODEL [--index DIR] [--reranker DIR] [--host 127.0.0.1] [--port 8080] [--api-key KEY]
+[--api-keys FILE] [--rate-limit TOKENS_PER_S [--rate-burst TOKENS]] [--cors-origin URL]`."""
 from __future__ import annotations
 
 import ipaddress
+import os
+import signal
 from pathlib import Path
 from typing import List, Optional
 
@@ -26,7 +29,14 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", help="Address to bind; loopback unless you say otherwise."),
         port: int = typer.Option(8080, help="Port to bind."),
         api_key: Optional[str] = typer.Option(None, "--api-key", envvar="SENTEMBED_API_KEY",
-                                              help="Require 'Authorization: Bearer KEY' (or X-API-Key)."),
+                                              help="Require 'Authorization: Bearer KEY' (or X-API-Key); the admin's key."),
+        api_keys: Optional[Path] = typer.Option(
+            None, "--api-keys", help="Client keys, one a line: 'KEY [NAME]'; usage and rate limits go by name. "
+                                     "Read again when it changes, or on SIGHUP."),
+        rate_limit: Optional[float] = typer.Option(
+            None, "--rate-limit", help="Tokens a second each key name may spend (429 with Retry-After beyond)."),
+        rate_burst: Optional[float] = typer.Option(
+            None, "--rate-burst", help="Tokens a key name may spend at once (default: one second of --rate-limit)."),
         device: str = typer.Option("cpu", help="Torch device for the model."),
         max_batch_tokens: int = typer.Option(16384, help="Input tokens per model batch; lower answers sooner, pads more."),
         max_client_batch_size: int = typer.Option(512, help="Inputs per request (413 beyond)."),
@@ -46,9 +56,19 @@ def register(app: typer.Typer) -> None:
 
         import sentembed
         from sentembed.server.app import create_app
+        from sentembed.server.keys import KeyRing, KeysError
         from sentembed.server.limits import ServerConfig
+        from sentembed.server.quota import Quota
 
-        if not _is_loopback(host) and not api_key:
+        if api_key is None and "SENTEMBED_API_KEY" in os.environ:
+            api_key = os.environ["SENTEMBED_API_KEY"]  # click reads an empty variable as unset: auth off, silently
+        try:  # before the model loads: a bad key or keys file is one line at once
+            KeyRing(api_key, api_keys)
+            Quota(rate_limit, rate_burst)
+        except ValueError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        if not _is_loopback(host) and not (api_key or api_keys):
             typer.echo(f"warning: serving on {host} without --api-key: anyone who can reach it can use it", err=True)
         enc = sentembed.load(model, device=device)
         idx = None
@@ -59,11 +79,14 @@ def register(app: typer.Typer) -> None:
         cross = sentembed.load_cross_encoder(reranker, device=device) if reranker is not None else None
         config = ServerConfig(
             api_key=api_key, max_client_batch_size=max_client_batch_size, max_body_bytes=max_body_bytes,
-            max_input_chars=max_input_chars,
+            max_input_chars=max_input_chars, api_keys_file=str(api_keys) if api_keys else None,
+            rate_limit=rate_limit, rate_burst=rate_burst,
             max_batch_tokens=max_batch_tokens, max_queue_items=max_queue_items, auto_truncate=auto_truncate,
             batching=batching, encode_batch_size=encode_batch_size, model_name=model,
             cors_origins=tuple(cors_origin or ()),
         )
+        application = create_app(enc, idx, config, reranker=cross)
+        if api_keys is not None and hasattr(signal, "SIGHUP"):  # uvicorn handles INT and TERM, not HUP
+            signal.signal(signal.SIGHUP, lambda *_: application.state.service.keys.reload_soon())
         # One process: the model is loaded once and the batcher sees every request.
-        uvicorn.run(create_app(enc, idx, config, reranker=cross), host=host, port=port, workers=1, log_level=log_level,
-                    timeout_graceful_shutdown=10)
+        uvicorn.run(application, host=host, port=port, workers=1, log_level=log_level, timeout_graceful_shutdown=10)

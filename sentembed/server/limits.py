@@ -2,16 +2,20 @@
 
 `ServerConfig` holds the limits. `Guard` is a plain ASGI middleware (no BaseHTTPMiddleware:
 it buffers nothing it need not and does not break streaming) that, before any route runs,
-refuses a wrong or missing API key (401) and a body over the size limit (413), and after it,
-stamps the timing headers on every answer, errors included, and counts the request."""
+refuses a wrong or missing API key (401), a body over the size limit (413) and a POST from a
+caller past its rate limit (429 with Retry-After, before its body is parsed), names the
+caller for the routes (`request.state.caller`), and after it, stamps the timing headers on
+every answer, errors included, and counts the request."""
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
+
+from sentembed.server.keys import ANONYMOUS, Caller, KeyRing
+from sentembed.server.quota import Quota, retry_after
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -26,7 +30,12 @@ log = logging.getLogger("sentembed.server")
 class ServerConfig:
     """What the server accepts and how it batches. The defaults suit a 2-core CPU box."""
 
-    api_key: str | None = None
+    api_key: str | None = None  # the operator's key, named "admin" (keys.py); "" is refused
+    api_keys_file: str | None = None  # client keys, one a line: KEY [NAME] (keys.py), reread on change
+    # Tokens a second each caller name may spend (429 with Retry-After beyond), and how many at
+    # once (default: one second's worth). None: no limit; usage is counted either way.
+    rate_limit: float | None = None
+    rate_burst: float | None = None
     max_client_batch_size: int = 512  # inputs per request (413 beyond)
     max_body_bytes: int = 4 * 1024 * 1024  # request body (413 beyond)
     # Characters of one input (413 beyond). Embedded inputs are cut to a few thousand
@@ -60,9 +69,17 @@ class APIError(Exception):
     """An answer with a status and a JSON error body; raised anywhere in a route."""
 
     def __init__(self, status: int, message: str, kind: str = "invalid_request_error",
-                 details: list[dict[str, Any]] | None = None) -> None:
+                 details: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.kind, self.details = status, message, kind, details
+        self.headers = headers
+
+
+def rate_limited(seconds: float) -> APIError:
+    """The 429 of a caller past its rate limit, saying when to come back."""
+    wait = retry_after(seconds)
+    return APIError(429, f"rate limit reached for this API key; retry after {wait} s", "rate_limited",
+                    headers={"retry-after": wait})
 
 
 def error_body(status: int, message: str, kind: str, details: list[dict[str, Any]] | None = None) -> bytes:
@@ -79,14 +96,16 @@ OPEN_PATHS = frozenset({"/health", "/ready", "/", "/static/app.js", "/static/sty
 
 
 class Guard:
-    """API key, body size, timing headers and request metrics, around the whole app.
+    """API key, body size, rate limit, timing headers and request metrics, around the whole app.
 
     on_answer(route, status, seconds) is called once per request."""
 
     def __init__(self, app: ASGIApp, config: ServerConfig, routes: frozenset[str],
-                 on_answer: Callable[[str, int, float], None] | None = None) -> None:
+                 on_answer: Callable[[str, int, float], None] | None = None,
+                 keys: KeyRing | None = None, quota: Quota | None = None) -> None:
         self.app, self.config, self.routes, self.on_answer = app, config, routes, on_answer
-        self._key = config.api_key.encode() if config.api_key else None
+        self.keys = keys if keys is not None else KeyRing(config.api_key, config.api_keys_file)
+        self.quota = quota
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -113,13 +132,19 @@ class Guard:
         path = scope.get("path", "")
         route = path if path in self.routes else "other"
         try:
-            refusal = self._refuse(scope)
+            caller, refusal = self._identify(scope)
             if refusal is not None:
                 await self._answer(send_timed, *refusal)
                 return
+            scope["state"]["caller"] = caller
             receive, refusal = await self._limit_body(scope, receive)
             if refusal is not None:
                 await self._answer(send_timed, *refusal)
+                return
+            wait = self._rate_wait(scope, caller)
+            if wait:  # the body was read, not parsed: refusing a flood costs next to nothing
+                err = rate_limited(wait)
+                await self._answer(send_timed, err.status, err.message, err.kind, err.headers)
                 return
             await self.app(scope, receive, send_timed)
         except Exception:  # never let an error escape as a bare 500 page without headers
@@ -130,20 +155,32 @@ class Guard:
             if self.on_answer is not None:
                 self.on_answer(route, status_box[0], time.perf_counter() - start)
 
-    def _refuse(self, scope: Scope) -> tuple[int, str, str] | None:
-        if self._key is None or scope.get("path") in OPEN_PATHS:
-            return None
+    def _identify(self, scope: Scope) -> tuple[Caller, tuple[int, str, str] | None]:
+        if scope.get("path") in OPEN_PATHS:
+            return Caller(ANONYMOUS), None
         given = None
         for name, value in scope.get("headers", []):
             if name == b"authorization" and value[:7].lower() == b"bearer ":
                 given = value[7:].strip()
             elif name == b"x-api-key":
                 given = value.strip()
+        caller = self.keys.identify(given)  # by the key's hash: no key guessing by timing
+        if caller is not None:
+            return caller, None
         if given is None:
-            return 401, "missing API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'", "unauthorized"
-        if not hmac.compare_digest(given, self._key):  # constant time: no key guessing by timing
-            return 401, "wrong API key", "unauthorized"
-        return None
+            return Caller(ANONYMOUS), (401, "missing API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+                                       "unauthorized")
+        return Caller(ANONYMOUS), (401, "wrong API key", "unauthorized")
+
+    def _rate_wait(self, scope: Scope, caller: Caller) -> float:
+        # Every POST is work; a caller in debt waits before sending more (GETs, /usage among
+        # them, stay open). The tokens themselves are taken where they are counted (service.py).
+        if self.quota is None or scope.get("method") != "POST" or scope.get("path") in OPEN_PATHS:
+            return 0.0
+        wait = self.quota.wait(caller.name)
+        if wait:
+            self.quota.refused(caller.name)
+        return wait
 
     async def _limit_body(self, scope: Scope, receive: Receive) -> tuple[Receive, tuple[int, str, str] | None]:
         """Read the body up to the limit; 413 at once past it (before parsing a byte of JSON)."""
@@ -184,10 +221,11 @@ class Guard:
         return replay, None
 
     @staticmethod
-    async def _answer(send: Send, status: int, message: str, kind: str) -> None:
+    async def _answer(send: Send, status: int, message: str, kind: str, extra: dict[str, str] | None = None) -> None:
         body = error_body(status, message, kind)
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if status == 401:
             headers.append((b"www-authenticate", b"Bearer"))
+        headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

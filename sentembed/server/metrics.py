@@ -1,4 +1,5 @@
-"""Prometheus metrics of one server: requests, latency, batch size, queue depth, tokens.
+"""Prometheus metrics of one server: requests, latency, batch size, queue depth, tokens, and
+usage by caller (labelled by the key's name, never the key).
 
 Each app gets a registry of its own, so several servers (tests, benchmarks) can live in one
 process without clashing on the global registry."""
@@ -37,6 +38,12 @@ class Metrics:
         self.inputs = Counter("sentembed_inputs", "Input texts embedded", registry=r)
         self.queue_depth = Gauge("sentembed_queue_depth", "Inputs waiting in the queue", registry=r)
         self.rejected = Counter("sentembed_rejected", "Requests refused by a limit", ["reason"], registry=r)
+        self.usage_tokens = Counter("sentembed_usage_tokens", "Input tokens served, by API key name", ["key"],
+                                    registry=r)
+        self.usage_requests = Counter("sentembed_usage_requests", "Embedding requests served, by API key name",
+                                      ["key"], registry=r)
+        self.rate_limited = Counter("sentembed_rate_limited", "Requests refused by the rate limit, by API key name",
+                                    ["key"], registry=r)
 
     def observe_batch(self, stats: BatchStats) -> None:
         self.batch_size.observe(stats.size)
@@ -44,6 +51,14 @@ class Metrics:
         self.inference_time.observe(stats.seconds)
         self.tokens.inc(stats.tokens)
         self.inputs.inc(stats.size)
+
+    def observe_served(self, key: str, tokens: int) -> None:
+        self.usage_tokens.labels(key).inc(tokens)
+        self.usage_requests.labels(key).inc()
+
+    def observe_rate_limited(self, key: str) -> None:
+        self.rate_limited.labels(key).inc()
+        self.rejected.labels("rate_limited").inc()
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route, str(status)).inc()

@@ -184,3 +184,21 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class KeyUsage(BaseModel):
+    tokens: int = Field(description="Input tokens served (as the answers' `usage` counts them).")
+    requests: int = Field(description="Embedding requests served.")
+    rate_limited: int = Field(description="Requests refused by the rate limit (429).")
+
+
+class RateLimit(BaseModel):
+    tokens_per_second: float
+    burst: float
+
+
+class UsageResponse(BaseModel):
+    """GET /usage: by API key name (never the key); the caller's own, or all for the admin key."""
+
+    keys: dict[str, KeyUsage]
+    rate_limit: RateLimit | None = Field(description="Each key name's limit; null: none.")

@@ -1,22 +1,32 @@
-"""Service: what the routes share (the encoder, the optional index, the queue, the metrics)
-and the one path every embedding takes: tokenize once off the event loop (the encoder adds
-the prompt), refuse what breaks a limit at once, queue the token ids; the batcher plans the
-forward passes and the encoder runs each as given, applying Matryoshka truncation."""
+"""Service: what the routes share (the encoder, the optional index, the queue, the metrics,
+the keys and the callers' quotas) and the one path every embedding takes: take the caller's
+estimated tokens from its rate limit, tokenize once off the event loop (the encoder adds the
+prompt), refuse what breaks a limit at once, queue the token ids (the batcher plans the
+forward passes and the encoder runs each as given, applying Matryoshka truncation), and count
+the tokens served to the caller."""
 from __future__ import annotations
 
 import asyncio
 import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Hashable
+from typing import Any, Awaitable, Callable, Hashable
 
 import numpy as np
 from fastapi import Request
 
+from sentembed.model.batching import estimated_tokens
 from sentembed.model.cpu import cpu
 from sentembed.server.batcher import Batcher, QueueFull
-from sentembed.server.limits import APIError, ServerConfig
+from sentembed.server.keys import ANONYMOUS, Caller, KeyRing
+from sentembed.server.limits import APIError, ServerConfig, rate_limited
 from sentembed.server.metrics import Metrics
+from sentembed.server.quota import Quota
+
+
+def caller_of(request: Request) -> Caller:
+    """Who sent this request, as the guard named it (anonymous where no guard runs)."""
+    return getattr(request.state, "caller", None) or Caller(ANONYMOUS, admin=True)
 
 
 class Service:
@@ -25,6 +35,9 @@ class Service:
     def __init__(self, encoder: Any, index: Any | None, config: ServerConfig) -> None:
         self.enc, self.index, self.config = encoder, index, config
         self.metrics = Metrics()
+        self.keys = KeyRing(config.api_key, config.api_keys_file)
+        self.quota = Quota(config.rate_limit, config.rate_burst, on_served=self.metrics.observe_served,
+                           on_limited=self.metrics.observe_rate_limited)
         self.name = config.model_name or str(getattr(encoder, "name", "model"))
         # Tokenizing a long input takes milliseconds: never on the event loop.
         self.tokenizer_pool = ThreadPoolExecutor(2, thread_name_prefix="sentembed-tokenize")
@@ -68,7 +81,9 @@ class Service:
         tokens.py), through the same queue as texts."""
         self._check_count(len(ids))
         dimensions, normalize = self._dimensions(dimensions, None)
-        return await self._queue(request, ids, [len(row) for row in ids], (0, normalize, dimensions))
+        tokens = [len(row) for row in ids]
+        return await self._charged(request, sum(tokens), lambda: self._queue(request, ids, tokens,
+                                                                             (0, normalize, dimensions)))
 
     def _check_count(self, n: int) -> None:
         limit = self.config.max_client_batch_size
@@ -105,6 +120,13 @@ class Service:
         self._check_count(len(texts))
         self.check_chars(texts)
         dimensions, normalize = self._dimensions(dimensions, normalize)
+        max_len = int(self.enc.max_seq_length)
+        estimate = sum(estimated_tokens(t, max_len) for t in texts)
+        return await self._charged(request, estimate, lambda: self._embed(request, texts, normalize, truncate,
+                                                                          prompt_name, dimensions))
+
+    async def _embed(self, request: Request, texts: list[str], normalize: bool | None, truncate: bool | None,
+                     prompt_name: str | None, dimensions: int | None) -> tuple[np.ndarray, int]:
         timings = request.state.timings
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -126,6 +148,22 @@ class Service:
                                         f"{max_len}; shorten it or send truncate=true")
         tokens = [len(ids) for ids in tokenized.ids]  # cut to max_seq_length
         return await self._queue(request, tokenized.ids, tokens, (tokenized.prompt_length, normalize, dimensions))
+
+    async def _charged(self, request: Request, estimate: int,
+                       work: Callable[[], Awaitable[tuple[np.ndarray, int]]]) -> tuple[np.ndarray, int]:
+        """work() under the caller's rate limit: 429 unless let in; once served, its tokens are
+        counted to the caller; work that fails gives the estimate back."""
+        name = caller_of(request).name
+        wait = self.quota.admit(name, estimate)
+        if wait:
+            raise rate_limited(wait)
+        try:
+            vectors, tokens = await work()
+        except BaseException:
+            self.quota.give_back(name, estimate)
+            raise
+        self.quota.settle(name, estimate, tokens)
+        return vectors, tokens
 
     async def _queue(self, request: Request, items: list, tokens: list[int], key: tuple) -> tuple[np.ndarray, int]:
         """Through the batcher: the vectors of items in order, and the tokens they cost."""
@@ -151,7 +189,8 @@ class Service:
                        "max_input_chars": c.max_input_chars,
                        "max_batch_tokens": c.max_batch_tokens, "max_queue_items": c.max_queue_items,
                        "auto_truncate": c.auto_truncate, "batching": c.batching},
-            "auth": c.api_key is not None,
+            "auth": self.keys.enabled,
+            "rate_limit": {"tokens_per_second": self.quota.rate, "burst": self.quota.burst} if self.quota.rate else None,
             "dtype": str(self.enc.dtype), "cpu": cpu().to_dict(),
         }
         if self.index is not None:

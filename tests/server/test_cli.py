@@ -72,3 +72,19 @@ def test_serve_process_binds_loopback_and_checks_key(tiny_model):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_an_empty_key_refuses_to_start_instead_of_turning_auth_off(tmp_path):
+    runner = CliRunner()
+    for args, env in ((["serve", "unused-model"], {"SENTEMBED_API_KEY": ""}),
+                      (["serve", "unused-model", "--api-key", " "], {})):
+        result = runner.invoke(_app(), args, env=env)
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and "SENTEMBED_API_KEY" in lines[0] and "empty" in lines[0], result.output
+    keys = tmp_path / "keys.txt"
+    keys.write_text("k1 team-a\nk2 team a b\n")
+    result = runner.invoke(_app(), ["serve", "unused-model", "--api-keys", str(keys)])
+    assert result.exit_code == 2 and f"{keys}:2" in result.output, result.output
+    result = runner.invoke(_app(), ["serve", "unused-model", "--rate-limit", "0"])
+    assert result.exit_code == 2 and "rate limit" in result.output, result.output
