@@ -1,6 +1,8 @@
 """The Transformer module: tokenizer + MPNet, the first module of every pipeline."""
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -62,14 +64,14 @@ class Transformer(nn.Module):
         config_file = path / "config.json"
         if not config_file.is_file():
             raise FileNotFoundError(f"{config_file} is missing: not a Hugging Face model directory")
-        config = MPNetConfig.from_dict(read_json(config_file))
+        config = MPNetConfig.from_dict(read_json(config_file), source=str(config_file))
         if max_seq_length is None:
             max_seq_length = module_config.get("max_seq_length") or _tokenizer_max_length(path)
         if max_seq_length is None:
             max_seq_length = config.max_position_embeddings - config.pad_token_id - 1
         encoder = MPNet(config)
         state, source = read_weights(path)
-        load_encoder_state(encoder, _encoder_state(state), source)
+        load_encoder_state(encoder, _encoder_state(state), source, config_file)
         check_finite(encoder.state_dict(), source)
         do_lower_case = bool(module_config.get("do_lower_case", False))
         tokenizer = Tokenizer.from_dir(path, max_seq_length, do_lower_case)
@@ -102,16 +104,50 @@ def _tokenizer_max_length(path: Path) -> int | None:
     return int(value) if isinstance(value, (int, float)) and value < 100_000 else None
 
 
-def load_encoder_state(encoder: MPNet, state: dict[str, torch.Tensor], source: Path) -> None:
+_LAYER = re.compile(r"encoder\.layer\.(\d+)\.")
+
+
+def _layers(names: Iterable[str]) -> int:
+    return len({int(m.group(1)) for m in map(_LAYER.match, names) if m})
+
+
+def _field_of(name: str, dim: int) -> str:
+    """The config field that sets dimension `dim` of the encoder tensor `name`."""
+    if name == "embeddings.word_embeddings.weight":
+        return ("vocab_size", "hidden_size")[dim]
+    if name == "embeddings.position_embeddings.weight":
+        return ("max_position_embeddings", "hidden_size")[dim]
+    if name == "encoder.relative_attention_bias.weight":
+        return ("relative_attention_num_buckets", "num_attention_heads")[dim]
+    if ".intermediate.dense." in name:
+        return ("intermediate_size", "hidden_size")[dim]
+    if ".output.dense.weight" in name and dim == 1:
+        return "intermediate_size"
+    return "hidden_size"
+
+
+def load_encoder_state(encoder: MPNet, state: dict[str, torch.Tensor], source: Path,
+                       config_file: Path | str = "config.json") -> None:
+    """Load a checkpoint's encoder tensors, which must match the config exactly: a layer more
+    or less, or a size that differs, is a WeightsError naming config.json and the field (a
+    config with fewer layers than its checkpoint would otherwise load a part silently)."""
     expected = encoder.state_dict()
+    config = encoder.config
+    have, want = _layers(state), config.num_hidden_layers
+    if have and have != want:  # none at all: not MPNet, said below
+        raise WeightsError(f"{config_file}: num_hidden_layers is {want}, but {source} holds {have} layers; "
+                           "the config does not belong to these weights")
     missing = sorted(set(expected) - set(state))
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise WeightsError(f"{source} lacks {len(missing)} encoder tensors ({shown}); is it an MPNet checkpoint?")
     for name, tensor in expected.items():
-        if state[name].shape != tensor.shape:
+        got = tuple(state[name].shape)
+        if got != tuple(tensor.shape):
+            dim = next((d for d, (a, b) in enumerate(zip(got, tensor.shape)) if a != b), 0)
+            field = _field_of(name, dim) if len(got) == tensor.dim() else "hidden_size"
             raise WeightsError(
-                f"{source}: tensor {name!r} has shape {tuple(state[name].shape)}, "
-                f"config.json implies {tuple(tensor.shape)}"
+                f"{config_file}: {field} is {getattr(config, field)}, but {source} holds tensor {name!r} of shape "
+                f"{got} where the config implies {tuple(tensor.shape)}"
             )
     encoder.load_state_dict({k: state[k] for k in expected})

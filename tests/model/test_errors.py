@@ -136,3 +136,47 @@ def test_tokenize_texts_cuts_before_tokenizing_with_the_same_ids(encoder):
     assert cut.ids == exact.ids
     assert cut.counts[0] == exact.counts[0]
     assert encoder.max_seq_length < cut.counts[1] < exact.counts[1]  # the prefix passes the window, no more
+
+
+def _with_config(tiny_model, tmp_path, **changes):
+    path = copy_model(tiny_model, tmp_path)
+    config = json.loads((path / "config.json").read_text())
+    config.update(changes)
+    (path / "config.json").write_text(json.dumps(config))
+    return path, config
+
+
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_a_layer_count_that_differs_from_the_checkpoint_names_the_field(tiny_model, tmp_path, delta):
+    layers = json.loads((tiny_model / "config.json").read_text())["num_hidden_layers"]
+    path, _ = _with_config(tiny_model, tmp_path, num_hidden_layers=layers + delta)
+    with pytest.raises(WeightsError, match=rf"config.json: num_hidden_layers is {layers + delta}, but .* holds {layers} layers"):
+        sentembed.load(str(path))
+
+
+def test_a_size_that_differs_from_the_checkpoint_names_the_field(tiny_model, tmp_path):
+    size = json.loads((tiny_model / "config.json").read_text())["intermediate_size"]
+    path, _ = _with_config(tiny_model, tmp_path, intermediate_size=size * 2)
+    with pytest.raises(WeightsError, match=rf"config.json: intermediate_size is {size * 2}, but"):
+        sentembed.load(str(path))
+
+
+@pytest.mark.parametrize("field, value", [
+    ("num_attention_heads", 0), ("num_attention_heads", 3), ("intermediate_size", -4), ("vocab_size", "many"),
+    ("num_hidden_layers", 2.5), ("hidden_size", True), ("hidden_dropout_prob", "x"), ("layer_norm_eps", 0),
+    ("pad_token_id", -1), ("max_position_embeddings", 2), ("hidden_act", None),
+])
+def test_bad_config_values_are_one_line_errors_naming_the_field(tiny_model, tmp_path, field, value):
+    path, _ = _with_config(tiny_model, tmp_path, **{field: value})
+    with pytest.raises(ValueError) as err:
+        sentembed.load(str(path))
+    message = str(err.value)
+    assert type(err.value) is ValueError and "\n" not in message, message
+    assert "config.json" in message and field in message, message
+
+
+def test_config_that_is_not_an_object(tiny_model, tmp_path):
+    path = copy_model(tiny_model, tmp_path)
+    (path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="config.json must hold a JSON object"):
+        sentembed.load(str(path))
