@@ -21,10 +21,10 @@ from typing import Callable
 
 import numpy as np
 
-from . import integrity, lexical
+from . import ann, integrity, lexical
 from .prefilter import write_shadow
 from .store import BUMP_GENERATION, Catalog, Segment, Snapshot, fsync_dir
-from .view import OpenFiles, shadow_file
+from .view import OpenFiles, View, shadow_file
 
 # Rewrite (dropping deleted rows) on add once more than this share of the rows is deleted.
 REWRITE_DELETED_SHARE = 0.5
@@ -45,6 +45,21 @@ def write_segment(directory: Path, seg: Segment, matrices: list[np.ndarray], sha
         names.append(shadow_file(seg.file))
     fsync_dir(path.parent)
     return {integrity.key(name): integrity.checksum(directory / name) for name in names}
+
+
+def write_ann(directory: Path, kind: str, similarity: str, params: ann.AnnParams, view: View | None,
+              vecs: np.ndarray, seg_no: int) -> dict[str, str]:
+    """Write the ANN structure of `view`'s state plus rows `vecs` (no view: of `vecs` alone) to
+    a new file; returns its state keys (none for an exact index, or IVF-PQ still untrained)."""
+    n_old = view.snap.n_rows if view is not None else 0
+    index = ann.updated(kind, view and view.ann(), vecs, n_old, vecs.shape[1], similarity, params,
+                        lambda: view.gather(np.arange(n_old)))
+    if index is None:
+        return {}
+    name = f"ann-{seg_no:06d}.faiss"
+    ann.save(index, directory / name)
+    fsync_dir(directory)
+    return {"ann_file": name, "ann_rows": str(n_old + len(vecs))}
 
 
 def next_segment(snap: Snapshot, first_row: int, n_rows: int) -> Segment:

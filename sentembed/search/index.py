@@ -38,7 +38,7 @@ from .documents import check_documents
 from .lexical import match_expression
 from .manifest import VERSION, check_encoder, new_manifest, read_manifest, write_manifest
 from .searching import Hit, rank
-from .store import Catalog, Snapshot, fsync_dir
+from .store import Catalog, Snapshot
 from .view import OpenFiles, View, shadow_file
 
 # The mode of a search that names none, where the index has a lexical table (else "dense").
@@ -215,16 +215,6 @@ class Index:
         with self._lock, self._catalog.read():
             return integrity.verify(self.path, self._snap(), self.dimension, self._shadowed)
 
-    def _query_vectors(self, queries: Sequence[Any] | np.ndarray) -> np.ndarray:
-        if len(queries) and all(isinstance(q, str) for q in queries):
-            vecs = encode_as(self.encoder, queries, "query")
-        elif any(isinstance(q, str) for q in queries):
-            raise TypeError("queries must be all texts or all vectors")
-        else:
-            vecs = queries
-        q = as_matrix(vecs, "query", dim=self.dimension).numpy()
-        return self._stored_form(q)
-
     def _stored_form(self, v: np.ndarray) -> np.ndarray:
         # Cosine indexes keep unit vectors, so every later search is a plain inner product.
         if self.similarity == "cosine":
@@ -278,11 +268,14 @@ class Index:
             if len(g) != len(queries):
                 raise ValueError(f"{len(g)} query vectors for {len(queries)} queries")
             return self._stored_form(g[which])
+        texts = [isinstance(q, str) for q in queries]
+        if any(texts) and not all(texts):
+            raise TypeError("queries must be all texts or all vectors")
         if not which:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        if isinstance(queries, np.ndarray) or not all(isinstance(x, str) for x in queries):
-            return self._query_vectors(queries)[which]
-        return self._query_vectors([queries[i] for i in which])
+        vecs = encode_as(self.encoder, [queries[i] for i in which], "query") if any(texts) else np.asarray(queries)
+        q = as_matrix(vecs, "query", dim=self.dimension).numpy()
+        return self._stored_form(q if any(texts) else q[which])
 
     # ----------------------------------------------------------------- writing
     @contextmanager
@@ -339,7 +332,7 @@ class Index:
             first = snap.n_rows
             next_id = int(snap.state.get("next_id", first))
             if ids is None:
-                ids, next_id = self._automatic_ids(next_id, [len(doc) for doc in spans] if spans else [1] * n)
+                ids, next_id = self._catalog.automatic_ids(next_id, [len(doc) for doc in spans] if spans else [1] * n)
             taken = self._catalog.existing_ids(list(ids))
             if taken:
                 raise ValueError(f"ids already in the index: {taken[:5]}{'...' if len(taken) > 5 else ''}; delete them first")
@@ -356,17 +349,6 @@ class Index:
             self._compact(automatic=True)
         return list(ids)
 
-    def _automatic_ids(self, start: int, sizes: list[int]) -> tuple[list[str], int]:
-        """Ids counting up from `start` (a fresh index: the row numbers), past any explicit
-        numeric id already taken; and where the next add starts counting."""
-        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
-        while True:
-            ids = [str(start + o) for o in offsets]
-            taken = self._catalog.existing_ids(ids)
-            if not taken:
-                return ids, start + int(sum(sizes))
-            start = max(int(t) for t in taken) + 1
-
     @property
     def _shadowed(self) -> bool:
         """Whether segments get a bf16 copy, which makes exact inner-product search twice as
@@ -374,18 +356,10 @@ class Index:
         return self.similarity in ("cosine", "dot")
 
     def _write_ann(self, snap: Snapshot, vecs: np.ndarray, seg_no: int, rebuild: bool = False) -> dict[str, str]:
-        """Write the ANN structure of the state after this add (or, with `rebuild`, of `vecs`
-        alone) to a new file; returns its state keys."""
-        view = None if rebuild else self._view(snap)
-        n_old = 0 if rebuild else snap.n_rows
-        index = ann.updated(self.kind, view and view.ann(), vecs, n_old, self.dimension, self.similarity,
-                            self.params, lambda: view.gather(np.arange(snap.n_rows)))
-        if index is None:
-            return {}
-        name = f"ann-{seg_no:06d}.faiss"
-        ann.save(index, self.path / name)
-        fsync_dir(self.path)
-        return {"ann_file": name, "ann_rows": str(n_old + len(vecs))}
+        """The ANN structure of the state after this add (or, with `rebuild`, of `vecs` alone),
+        in a new file; returns its state keys."""
+        return compaction.write_ann(self.path, self.kind, self.similarity, self.params, None if rebuild else self._view(snap),
+                                    vecs, seg_no)
 
     def compact(self) -> int:
         """Rewrite the vectors as one segment holding only live rows, renumbered, with the
