@@ -4,7 +4,8 @@ Layout of an index directory::
 
     manifest.json          model, dimension, normalization, similarity, kind (written once)
     catalog.sqlite         docs(row, id, text, metadata, deleted), passages(row, doc, start, stop),
-                           lexical (FTS5 over the passages; lexical.py), segments, state
+                           lexical (FTS5 over the passages; lexical.py), segments, state (generation,
+                           documents, next_id, ann_file, crc:FILE checksums; integrity.py)
     vectors/seg-000001.f32 raw float32 rows; never modified once committed
     vectors/seg-000001.bf16 their bfloat16 copy for fast exact search (cosine and dot; prefilter.py)
     ann-000003.faiss       the ANN structure of the committed state (hnsw / ivfpq only)
@@ -136,8 +137,12 @@ class Catalog:
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file and empty it, so deleted content leaves the
-        WAL too; waits (the busy timeout) for readers of older states to finish."""
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        WAL too; waits (the busy timeout) for readers of older states to finish. What is
+        committed stays committed if it cannot: the next checkpoint empties the WAL then."""
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.OperationalError:
+            pass
 
     @contextmanager
     def read(self) -> Iterator[None]:
