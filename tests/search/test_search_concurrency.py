@@ -11,6 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from sentembed.search import Index
 
 from support import HashEncoder
@@ -87,15 +89,16 @@ READER = COMMON + textwrap.dedent("""
 """)
 
 
-def test_readers_never_fail_beside_writers_deleters_and_a_compactor(tmp_path):
+@pytest.mark.parametrize("kind,rounds", [("exact", 30), ("hnsw", 15)])  # hnsw: its ANN file is replaced too
+def test_readers_never_fail_beside_writers_deleters_and_a_compactor(tmp_path, kind, rounds):
     enc = HashEncoder(dimension=16)
     path = tmp_path / "ix"
-    Index.create(path, enc).close()
+    Index.create(path, enc, kind=kind).close()
     scripts = {}
     for role, code in (("writer", WRITER), ("compactor", COMPACTOR), ("reader", READER)):
         scripts[role] = tmp_path / f"{role}.py"
         scripts[role].write_text(code)
-    writers, rounds = 2, 30
+    writers = 2
 
     def spawn(role: str, name: str, n: int) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, str(scripts[role]), str(path), role, name, str(n)], cwd=ROOT,
