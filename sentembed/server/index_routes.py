@@ -121,6 +121,8 @@ def add_index_routes(app: FastAPI, svc: Service, errors: dict[int | str, dict[st
             ids, size = await asyncio.get_running_loop().run_in_executor(None, run)
         except _CALLER_ERRORS as err:
             raise APIError(422, f"could not add: {err}") from None
+        except IndexDamaged as err:
+            raise APIError(500, str(err), "index_damaged") from None
         return JSONResponse({"ids": ids, "size": size})
 
     @app.post("/index/compact", responses=errors)
@@ -134,7 +136,10 @@ def add_index_routes(app: FastAPI, svc: Service, errors: dict[int | str, dict[st
                 info = index.info()
                 return {"compacted": int(replaced), "size": int(info["count"]), "segments": int(info["segments"])}
 
-        return JSONResponse(await asyncio.get_running_loop().run_in_executor(None, run))
+        try:
+            return JSONResponse(await asyncio.get_running_loop().run_in_executor(None, run))
+        except IndexDamaged as err:  # compaction reads every segment: a damaged one is named, not copied
+            raise APIError(500, str(err), "index_damaged") from None
 
     @app.post("/index/delete", response_model=s.IndexDeleteResponse, responses=errors)
     async def index_delete(body: s.IndexDeleteRequest) -> Response:
