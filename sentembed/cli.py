@@ -118,7 +118,7 @@ def info(model: str = typer.Argument(DEFAULT_MODEL), as_json: bool = typer.Optio
                    "\n".join(f"{key:>15}: {value}" for key, value in details.items()))
         return
     encoder = _load(model)
-    config = encoder.pipeline.transformer.encoder.config
+    config = encoder.pipeline.transformer.mpnet.config
     pooling = next((m for m in encoder.pipeline if isinstance(m, Pooling)), None)
     details = {
         "model": model,

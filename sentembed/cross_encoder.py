@@ -165,7 +165,7 @@ class CrossEncoder(LoadedModel):
     # -- saving ------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write a sentence-transformers CrossEncoder directory (atomically) that the reference loads."""
-        if not isinstance(self.pipeline.transformer.encoder, MPNet):
+        if not isinstance(self.pipeline.transformer.mpnet, MPNet):
             raise RuntimeError("this cross-encoder runs an int8 copy of its weights; load it without quantize to save it")
         original = self.dtype
         if original != "float32":
@@ -205,11 +205,11 @@ def load_cross_encoder(name_or_path: str | os.PathLike, device: str | None = Non
     encoder = CrossEncoder(CrossEncoderModel.load(path), str(name_or_path), device, dtype)
     if quantize is not None:
         from .backends import check_choices
-        from .backends.int8 import Int8Encoder
+        from .backends.int8 import Int8Runner
 
         check_choices("torch", quantize, encoder.dtype, encoder.device)
         transformer = encoder.pipeline.transformer
         act = torch.bfloat16 if encoder.dtype == "bfloat16" else None
-        transformer.encoder = Int8Encoder.from_mpnet(transformer.encoder, act_dtype=act, source=str(path))
+        transformer.mpnet = Int8Runner.from_mpnet(transformer.mpnet, act_dtype=act, source=str(path))
         encoder.pipeline.head.float()
     return encoder

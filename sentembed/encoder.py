@@ -296,7 +296,7 @@ class SentenceEncoder(LoadedModel):
             raise ValueError(f"truncate_dim must be between 1 and {self.dimension}, got {truncate_dim}")
 
     def _packs(self) -> bool:
-        return use_packing(self.device) and isinstance(self.pipeline.transformer.encoder, MPNet)
+        return use_packing(self.device) and isinstance(self.pipeline.transformer.mpnet, MPNet)
 
     def _modules(self, normalize: bool | None) -> list[torch.nn.Module]:
         modules = list(self.pipeline)

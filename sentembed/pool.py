@@ -121,10 +121,10 @@ class EncodePool:
 
     # -- lifecycle ---------------------------------------------------------------------
     def _save_for_workers(self, encoder: SentenceEncoder) -> Path:
-        from .backends.session import BackendEncoder
+        from .backends.session import BackendRunner
 
-        runtime = encoder.pipeline.transformer.encoder
-        if isinstance(runtime, BackendEncoder):
+        runtime = encoder.pipeline.transformer.mpnet
+        if isinstance(runtime, BackendRunner):
             raise ValueError(f"this encoder runs {runtime.source} through the {runtime.backend} backend and cannot be "
                              "saved for the workers; pass EncodePool the model path with the same backend=, "
                              "quantize= and file_name= instead")

@@ -143,8 +143,8 @@ def test_from_encoder_gives_a_fresh_head_that_the_reference_loads(tiny_model, tm
     np.testing.assert_allclose(reference(tmp_path / "fresh").predict(PAIRS), ce.predict(PAIRS), atol=1e-5)
     # the encoder's weights are the bi-encoder's
     enc = sentembed.load(tiny_model, device="cpu")
-    for (name, a), b in zip(ce.pipeline.transformer.encoder.state_dict().items(),
-                            enc.pipeline.transformer.encoder.state_dict().values()):
+    for (name, a), b in zip(ce.pipeline.transformer.mpnet.state_dict().items(),
+                            enc.pipeline.transformer.mpnet.state_dict().values()):
         assert torch.equal(a, b), name
 
 

@@ -25,7 +25,7 @@ def test_token_embeddings_equal_the_reference(models):
     got = enc.encode(TEXTS, output="token", batch_size=4)
     assert isinstance(got, list) and len(got) == len(TEXTS)
     for text, ours, theirs, ids in zip(TEXTS, got, expected, enc.tokenizer.ids(TEXTS)):
-        assert ours.shape == (len(ids), enc.pipeline.transformer.encoder.config.hidden_size), text
+        assert ours.shape == (len(ids), enc.pipeline.transformer.mpnet.config.hidden_size), text
         assert ours.dtype == np.float32
         np.testing.assert_allclose(ours, theirs.float().numpy(), atol=1e-5, rtol=0, err_msg=text)
 

@@ -1,7 +1,7 @@
 """How a forward pass runs: torch (fp32, bf16, fp16, int8), ONNX Runtime, OpenVINO.
 
 `sentembed.load(..., backend=, dtype=, quantize=, file_name=)` builds the torch encoder and
-then calls `apply_backend`, which swaps `encoder.pipeline.transformer.encoder` (the MPNet
+then calls `apply_backend`, which swaps `encoder.pipeline.transformer.mpnet` (the MPNet
 module, `(input_ids, attention_mask) -> token_embeddings`) for a runtime that does the same:
 
     backend   dtype               quantize   runs
@@ -60,7 +60,7 @@ def apply_backend(encoder, path: str | Path, backend: str = "torch", quantize: s
     dtype = getattr(encoder, "dtype", "float32")
     check_choices(backend, quantize, dtype, encoder.device)
     transformer = encoder.pipeline.transformer
-    mpnet = transformer.encoder
+    mpnet = transformer.mpnet
     if backend == "torch":
         if file_name is not None:
             raise ValueError(f"file_name={file_name!r} picks an ONNX or OpenVINO file; pass backend='onnx' or "
@@ -68,16 +68,16 @@ def apply_backend(encoder, path: str | Path, backend: str = "torch", quantize: s
         if quantize == "int8":
             import torch
 
-            from .int8 import Int8Encoder
+            from .int8 import Int8Runner
 
             act = torch.bfloat16 if dtype == "bfloat16" else None
-            transformer.encoder = Int8Encoder.from_mpnet(mpnet, act_dtype=act, source=str(path))
+            transformer.mpnet = Int8Runner.from_mpnet(mpnet, act_dtype=act, source=str(path))
             _rest_in_float32(encoder)
         return
     if backend == "onnx":
-        transformer.encoder = _onnx_encoder(mpnet, path, quantize, file_name)
+        transformer.mpnet = _onnx_runner(mpnet, path, quantize, file_name)
     else:
-        transformer.encoder = _openvino_encoder(mpnet, path, quantize, file_name, dtype)
+        transformer.mpnet = _openvino_runner(mpnet, path, quantize, file_name, dtype)
     _rest_in_float32(encoder)
 
 
@@ -95,14 +95,14 @@ def _pick_file(path: Path, backend: str, quantize: str | None, file_name: str | 
     return files.find(path, backend, default)
 
 
-def _onnx_encoder(mpnet, path: Path, quantize: str | None, file_name: str | None):
-    from .onnx_runtime import OnnxEncoder, import_onnxruntime
+def _onnx_runner(mpnet, path: Path, quantize: str | None, file_name: str | None):
+    from .onnx_runtime import OnnxRunner, import_onnxruntime
 
     import_onnxruntime()  # the extra's message before any export work
     file = _pick_file(path, "onnx", quantize, file_name)
     if file is not None:
         files.check_runs_here(file)
-        return OnnxEncoder(file, mpnet.config)
+        return OnnxRunner(file, mpnet.config)
     from .onnx_export import export_onnx, quantize_onnx_int8
 
     wanted = files.int8_file("onnx") if quantize == "int8" else files.DEFAULT_FILES["onnx"]
@@ -111,18 +111,18 @@ def _onnx_encoder(mpnet, path: Path, quantize: str | None, file_name: str | None
         fp32 = files.find(path, "onnx", files.DEFAULT_FILES["onnx"]) or export_onnx(mpnet, Path(tmp) / "model.onnx")
         file = quantize_onnx_int8(fp32, Path(tmp) / "model_qint8.onnx") if quantize == "int8" else fp32
         # The session holds the graph in memory: the temporary file may go.
-        return OnnxEncoder(file, mpnet.config, source=f"{wanted} (exported from {path})")
+        return OnnxRunner(file, mpnet.config, source=f"{wanted} (exported from {path})")
 
 
-def _openvino_encoder(mpnet, path: Path, quantize: str | None, file_name: str | None, dtype: str):
-    from .openvino_runtime import OpenVINOEncoder, import_openvino, read_model
+def _openvino_runner(mpnet, path: Path, quantize: str | None, file_name: str | None, dtype: str):
+    from .openvino_runtime import OpenVINORunner, import_openvino, read_model
 
     ov = import_openvino()
     # int8 files: the plugin's own default (bf16 between the int8 products on CPUs that have it).
     precision = None if quantize == "int8" else {"float32": "f32", "bfloat16": "bf16"}[dtype]
     file = _pick_file(path, "openvino", quantize, file_name)
     if file is not None:
-        return OpenVINOEncoder(file, mpnet.config, precision=precision)
+        return OpenVINORunner(file, mpnet.config, precision=precision)
     from .onnx_export import export_onnx
     from .openvino_export import compress_int8
 
@@ -133,5 +133,5 @@ def _openvino_encoder(mpnet, path: Path, quantize: str | None, file_name: str | 
         model = read_model(fp32) if fp32 is not None else ov.convert_model(str(export_onnx(mpnet, Path(tmp) / "model.onnx")))
         if quantize == "int8":
             model = compress_int8(model)
-        return OpenVINOEncoder(Path(wanted), mpnet.config, precision=precision, model=model,
+        return OpenVINORunner(Path(wanted), mpnet.config, precision=precision, model=model,
                                source=f"{wanted} (exported from {path})")

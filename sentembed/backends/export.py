@@ -30,7 +30,7 @@ def export_model(name_or_path: str, fmt: str, out_dir: Path, quantize: str | Non
     if not (out_dir / "modules.json").is_file():
         # weights, tokenizer, configs: the directory stands on its own
         pipeline.save(out_dir, ModelSettings.load(path))
-    mpnet = pipeline.transformer.encoder
+    mpnet = pipeline.transformer.mpnet
     target = out_dir / (files.int8_file(fmt) if quantize else files.DEFAULT_FILES[fmt])
     fp32 = files.find(out_dir, fmt, files.DEFAULT_FILES[fmt])
     if fmt == "onnx":

@@ -14,7 +14,7 @@ same code runs eagerly, slower, with the same arithmetic up to rounding. Past th
 its softmax: each transcendental is computed once per element (see quantize_gelu,
 math_attention) and the row scales stay fp32 so those passes stay vectorized (quantize_rows).
 
-    model = Int8Encoder.from_mpnet(mpnet)     # in place of encoder.pipeline.transformer.encoder
+    model = Int8Runner.from_mpnet(mpnet)     # in place of encoder.pipeline.transformer.mpnet
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from torch import nn
 from ..model.cpu import cpu, warn_once
 from ..model.mpnet import AttentionMask, MPNet, padding_bias, run_layers
 from ..model.settings import settings
-from .session import BackendEncoder
+from .session import BackendRunner
 
 # Layers left in the activation dtype by default: none. Per-token int8 on all 72 Linear layers
 # gives mean cosine ~0.998 (>= 0.99); "output.dense" (the FFN's 3072 -> 768 output) is the
@@ -303,7 +303,7 @@ def compile_pays() -> bool:
     return True
 
 
-class Int8Encoder(BackendEncoder):
+class Int8Runner(BackendRunner):
     backend = "torch-int8"
 
     def __init__(self, model: Int8MPNet, act_dtype: torch.dtype, compile: bool, source: str):
@@ -315,7 +315,7 @@ class Int8Encoder(BackendEncoder):
 
     @classmethod
     def from_mpnet(cls, model: MPNet, keep: tuple[str, ...] = DEFAULT_KEEP, act_dtype: torch.dtype | None = None,
-                   compile: bool | None = None, source: str = "") -> "Int8Encoder":
+                   compile: bool | None = None, source: str = "") -> "Int8Runner":
         """An int8 copy of `model` (which is left as it was)."""
         if not int8_supported():
             raise RuntimeError("quantize='int8' needs torch._int_mm on this CPU build of torch; "

@@ -1,6 +1,6 @@
 """Export the MPNet encoder to ONNX, and quantize it to int8 with ONNX Runtime.
 
-    export_onnx(encoder.pipeline.transformer.encoder, Path("model/onnx/model.onnx"))
+    export_onnx(encoder.pipeline.transformer.mpnet, Path("model/onnx/model.onnx"))
     quantize_onnx_int8(Path("model/onnx/model.onnx"), Path("model/onnx/model_qint8_avx512_vnni.onnx"))
 
 The graph takes input_ids and attention_mask (int64, dynamic batch and sequence) and returns

@@ -8,7 +8,7 @@ import torch
 
 from ..model.mpnet import MPNetConfig
 from .files import EXTRAS, INPUT_NAMES
-from .session import BackendEncoder, num_threads
+from .session import BackendRunner, num_threads
 
 
 def import_onnxruntime():
@@ -19,7 +19,7 @@ def import_onnxruntime():
     return onnxruntime
 
 
-class OnnxEncoder(BackendEncoder):
+class OnnxRunner(BackendRunner):
     backend = "onnx"
 
     def __init__(self, file: Path, config: MPNetConfig, threads: int | None = None, source: str | None = None):

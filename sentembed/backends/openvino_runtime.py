@@ -11,7 +11,7 @@ import torch
 
 from ..model.mpnet import MPNetConfig
 from .files import EXTRAS, INPUT_NAMES
-from .session import BackendEncoder, num_threads
+from .session import BackendRunner, num_threads
 
 def import_openvino():
     try:
@@ -31,7 +31,7 @@ def read_model(file: Path):
                          "re-export it with `sentembed export MODEL --format openvino -o DIR`") from err
 
 
-class OpenVINOEncoder(BackendEncoder):
+class OpenVINORunner(BackendRunner):
     backend = "openvino"
 
     def __init__(self, file: Path, config: MPNetConfig, precision: str | None = "f32", threads: int | None = None,

@@ -7,7 +7,7 @@ from torch import nn
 from ..model.mpnet import MPNetConfig
 
 
-class BackendEncoder(nn.Module):
+class BackendRunner(nn.Module):
     """Stands where the MPNet module stood: `(input_ids, attention_mask) -> token_embeddings`.
 
     Keeps `config` because the Transformer module reads it (max_seq_length limits)."""

@@ -148,7 +148,7 @@ class CrossEncoderModel(nn.Module):
     def save(self, path: str | Path, versions: dict[str, str]) -> None:
         """Write the directory atomically, in the layout sentence-transformers 4 to 6 read."""
         with atomic_dir(path) as staging:
-            config = self.transformer.encoder.config
+            config = self.transformer.mpnet.config
             write_json(staging / "config.json", {
                 **self.extra_config, **config.to_dict(), "architectures": [ARCHITECTURE],
                 "id2label": {str(i): label for i, label in self.id2label.items()},
@@ -156,7 +156,7 @@ class CrossEncoderModel(nn.Module):
                 "sentence_transformers": {"activation_fn": self.activation_name,
                                           "version": versions.get("sentence_transformers", "")},
             })
-            state = {f"mpnet.{k}": v for k, v in self.transformer.encoder.state_dict().items()}
+            state = {f"mpnet.{k}": v for k, v in self.transformer.mpnet.state_dict().items()}
             state.update({f"classifier.{k}": v for k, v in self.head.state_dict().items()})
             write_weights({k: v.float() for k, v in state.items()}, staging / "model.safetensors")
             self.transformer.save_tokenizer(staging)
@@ -174,7 +174,7 @@ class CrossEncoderModel(nn.Module):
         """A fresh head (initialised as transformers does: normal(0, 0.02), zero biases) on an encoder."""
         if num_labels < 1:
             raise ValueError(f"num_labels must be >= 1, got {num_labels}")
-        config: MPNetConfig = transformer.encoder.config
+        config: MPNetConfig = transformer.mpnet.config
         head = ClassificationHead(config.hidden_size, num_labels, config.hidden_dropout_prob)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         for linear in (head.dense, head.out_proj):

@@ -200,7 +200,7 @@ def packed_sentence_embeddings(modules: Sequence[nn.Module], ids: Sequence[Seque
     torch.Size([2, 768])
     """
     modules = list(modules)
-    model = getattr(modules[0], "encoder", None)
+    model = getattr(modules[0], "mpnet", None)
     if not isinstance(model, MPNet) or len(modules) < 2 or not isinstance(modules[1], Pooling):
         raise TypeError("packing needs the torch MPNet followed by Pooling (not an ONNX, OpenVINO or int8 backend)")
     device = model.embeddings.word_embeddings.weight.device

@@ -29,9 +29,9 @@ class Transformer(nn.Module):
 
     config_file = "sentence_bert_config.json"
 
-    def __init__(self, encoder: MPNet, tokenizer: Tokenizer, max_seq_length: int, do_lower_case: bool = False):
+    def __init__(self, mpnet: MPNet, tokenizer: Tokenizer, max_seq_length: int, do_lower_case: bool = False):
         super().__init__()
-        self.encoder = encoder
+        self.mpnet = mpnet  # our MPNet, or a runtime that stands in for it (backends/)
         self.tokenizer = tokenizer
         self.do_lower_case = do_lower_case
         self.max_seq_length = max_seq_length
@@ -43,7 +43,7 @@ class Transformer(nn.Module):
     @max_seq_length.setter
     def max_seq_length(self, value: int) -> None:
         # Positions 0 and 1 are reserved (padding_idx + 1 is the first real position).
-        limit = self.encoder.config.max_position_embeddings - self.encoder.config.pad_token_id - 1
+        limit = self.mpnet.config.max_position_embeddings - self.mpnet.config.pad_token_id - 1
         if not 2 <= value <= limit:
             raise ValueError(f"max_seq_length must be between 2 and {limit} for this model, got {value}")
         self._max_seq_length = value
@@ -51,10 +51,10 @@ class Transformer(nn.Module):
 
     @property
     def dimension(self) -> int:
-        return self.encoder.config.hidden_size
+        return self.mpnet.config.hidden_size
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        features["token_embeddings"] = self.encoder(features["input_ids"], features["attention_mask"])
+        features["token_embeddings"] = self.mpnet(features["input_ids"], features["attention_mask"])
         return features
 
     @classmethod
@@ -69,18 +69,18 @@ class Transformer(nn.Module):
             max_seq_length = module_config.get("max_seq_length") or _tokenizer_max_length(path)
         if max_seq_length is None:
             max_seq_length = config.max_position_embeddings - config.pad_token_id - 1
-        encoder = MPNet(config)
+        mpnet = MPNet(config)
         state, source = read_weights(path)
-        load_encoder_state(encoder, _encoder_state(state), source, config_file)
-        check_finite(encoder.state_dict(), source)
+        load_encoder_state(mpnet, _encoder_state(state), source, config_file)
+        check_finite(mpnet.state_dict(), source)
         do_lower_case = bool(module_config.get("do_lower_case", False))
         tokenizer = Tokenizer.from_dir(path, max_seq_length, do_lower_case)
-        return cls(encoder, tokenizer, max_seq_length, do_lower_case).eval()
+        return cls(mpnet, tokenizer, max_seq_length, do_lower_case).eval()
 
     def save(self, path: Path) -> None:
         path = Path(path)
-        write_json(path / "config.json", self.encoder.config.to_dict())
-        write_weights(self.encoder.state_dict(), path / "model.safetensors")
+        write_json(path / "config.json", self.mpnet.config.to_dict())
+        write_weights(self.mpnet.state_dict(), path / "model.safetensors")
         self.save_tokenizer(path)
         write_json(path / self.config_file, {"max_seq_length": self.max_seq_length, "do_lower_case": self.do_lower_case})
 

@@ -35,7 +35,7 @@ def _architecture(enc: Any) -> str:
     for i, module in enumerate(enc.pipeline):
         desc = type(module).__name__
         if i == 0:
-            cfg = module.encoder.config
+            cfg = module.mpnet.config
             desc += (f"({{'max_seq_length': {enc.max_seq_length}, 'architecture': 'MPNet', "
                      f"'hidden_size': {cfg.hidden_size}, 'layers': {cfg.num_hidden_layers}}})")
         elif hasattr(module, "config_dict"):
@@ -47,7 +47,7 @@ def _architecture(enc: Any) -> str:
 
 def _cross_encoder_details(enc: Any, base: str, names: list[str]) -> list[str]:
     """Model details and usage of a cross-encoder (a reranker): pairs in, scores out."""
-    cfg = enc.pipeline.transformer.encoder.config
+    cfg = enc.pipeline.transformer.mpnet.config
     return ["## Model Details", "",
             f"- **Model type:** Cross Encoder (MPNetForSequenceClassification, {cfg.num_hidden_layers} layers, "
             f"hidden size {cfg.hidden_size})",

@@ -96,7 +96,7 @@ class Trainer:
         if config.max_seq_length:
             enc.max_seq_length = config.max_seq_length
         self.model = enc.pipeline
-        self.model.transformer.encoder.gradient_checkpointing = config.gradient_checkpointing
+        self.model.transformer.mpnet.gradient_checkpointing = config.gradient_checkpointing
         per_epoch = max(1, sum(map(len, datasets)) // (config.batch_size * self.world * config.grad_accum))
         self.total_steps = config.max_steps or per_epoch * config.epochs
         self.sampler = MixtureBatchSampler(

@@ -91,7 +91,7 @@ def test_missing_default_file_is_exported_on_the_fly(tiny_model, tiny_fp32, back
 ])
 def test_file_name_picks_a_file(exported, tiny_fp32, backend, file_name):
     enc = sentembed.load(str(exported), backend=backend, file_name=file_name)
-    assert file_name.split("/")[-1] in enc.pipeline.transformer.encoder.source
+    assert file_name.split("/")[-1] in enc.pipeline.transformer.mpnet.source
     got = enc.encode(TEXTS, normalize=False)
     cos = (got * tiny_fp32).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(tiny_fp32, axis=1)
     assert cos.min() > 0.9
@@ -102,7 +102,7 @@ def test_quantize_int8_loads_the_published_int8_file(exported, backend):
     if backend == "openvino" and not _has("nncf"):
         pytest.skip("nncf not installed")
     enc = sentembed.load(str(exported), backend=backend, quantize="int8")
-    assert "qint8" in enc.pipeline.transformer.encoder.source
+    assert "qint8" in enc.pipeline.transformer.mpnet.source
     assert enc.encode(TEXTS).shape == (len(TEXTS), 32)
 
 
@@ -154,7 +154,7 @@ def test_int8_outlier_channels_are_kept_apart():
 def test_residual_outliers_finds_a_planted_channel(tiny_model):
     from sentembed.backends.int8 import residual_outliers
 
-    mpnet = sentembed.load(str(tiny_model)).pipeline.transformer.encoder
+    mpnet = sentembed.load(str(tiny_model)).pipeline.transformer.mpnet
     with torch.no_grad():
         mpnet.embeddings.LayerNorm.weight[7] = 50.0
     found = residual_outliers(mpnet, 2)
@@ -198,11 +198,11 @@ def test_int8_math_attention_matches_sdpa():
 
 @pytest.mark.slow
 def test_torch_int8_compiled_matches_eager(tiny_model, monkeypatch):
-    from sentembed.backends.int8 import Int8Encoder
+    from sentembed.backends.int8 import Int8Runner
 
     enc = sentembed.load(str(tiny_model))
-    eager = Int8Encoder.from_mpnet(enc.pipeline.transformer.encoder, compile=False)
-    compiled = Int8Encoder.from_mpnet(enc.pipeline.transformer.encoder, compile=True)
+    eager = Int8Runner.from_mpnet(enc.pipeline.transformer.mpnet, compile=False)
+    compiled = Int8Runner.from_mpnet(enc.pipeline.transformer.mpnet, compile=True)
     features = enc.tokenize(TEXTS)
     with torch.inference_mode():
         a = eager(features["input_ids"], features["attention_mask"])
@@ -216,7 +216,7 @@ def test_threads_follow_torch(exported):
     torch.set_num_threads(1)
     try:
         enc = sentembed.load(str(exported), backend="onnx")
-        assert enc.pipeline.transformer.encoder.session.get_session_options().intra_op_num_threads == 1
+        assert enc.pipeline.transformer.mpnet.session.get_session_options().intra_op_num_threads == 1
     finally:
         torch.set_num_threads(previous)
 

@@ -82,13 +82,13 @@ def test_int8_torch(real_model_path, fp32_embeddings, stsb, monkeypatch):
 @pytest.mark.parametrize("backend", ["onnx", "openvino"])
 def test_fp32_runtimes_match_torch(exported_real, real_encoder, backend):
     enc = sentembed.load(str(exported_real), backend=backend)
-    assert "exported from" not in enc.pipeline.transformer.encoder.source  # loaded by name, not re-exported
+    assert "exported from" not in enc.pipeline.transformer.mpnet.source  # loaded by name, not re-exported
     features = real_encoder.tokenize(FEW)
     import torch
 
     with torch.inference_mode():
-        want = real_encoder.pipeline.transformer.encoder(features["input_ids"], features["attention_mask"])
-        got = enc.pipeline.transformer.encoder(features["input_ids"], features["attention_mask"])
+        want = real_encoder.pipeline.transformer.mpnet(features["input_ids"], features["attention_mask"])
+        got = enc.pipeline.transformer.mpnet(features["input_ids"], features["attention_mask"])
     real = features["attention_mask"].bool()     # what padding positions hold is nobody's business
     assert (got[real] - want[real]).abs().max().item() < 1e-4
     assert np.abs(enc.encode(FEW) - real_encoder.encode(FEW)).max() < 1e-4
@@ -102,5 +102,5 @@ def test_openvino_int8(exported_real, fp32_embeddings, stsb):
     if not (exported_real / "openvino" / "openvino_model_qint8_quantized.xml").is_file():
         pytest.skip("nncf not installed: no int8 OpenVINO file")
     enc = sentembed.load(str(exported_real), backend="openvino", quantize="int8")
-    assert enc.pipeline.transformer.encoder.source.endswith("openvino_model_qint8_quantized.xml")
+    assert enc.pipeline.transformer.mpnet.source.endswith("openvino_model_qint8_quantized.xml")
     check_fidelity(enc, fp32_embeddings, stsb, 0.99)

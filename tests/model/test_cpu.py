@@ -79,9 +79,9 @@ def test_bf16_modules_take_the_stock_path_without_native_bf16(avx2_cpu, tiny_mod
 
     pipeline = SentencePipeline.load(tiny_model).eval().to(torch.bfloat16)
     fp32 = SentencePipeline.load(tiny_model).eval()
-    ids = torch.randint(3, pipeline.transformer.encoder.config.vocab_size, (3, 17))
+    ids = torch.randint(3, pipeline.transformer.mpnet.config.vocab_size, (3, 17))
     mask = torch.ones_like(ids)
-    mpnet16, mpnet32 = pipeline.transformer.encoder, fp32.transformer.encoder
+    mpnet16, mpnet32 = pipeline.transformer.mpnet, fp32.transformer.mpnet
     with torch.no_grad():
         got, want = mpnet16(ids, mask).float(), mpnet32(ids, mask)
     cos = torch.nn.functional.cosine_similarity(got, want, dim=-1)
@@ -98,7 +98,7 @@ def test_int8_without_vnni_runs_uncompiled_and_says_so(avx2_cpu, tiny_model):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         enc = sentembed.load(str(tiny_model), quantize="int8")
-    assert enc.pipeline.transformer.encoder.act_dtype == torch.float32
+    assert enc.pipeline.transformer.mpnet.act_dtype == torch.float32
     assert (enc.encode(TEXTS) * fp32).sum(1).min() > 0.99
 
 

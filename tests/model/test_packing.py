@@ -77,7 +77,7 @@ def test_single_and_longest_sequences(mean_model, lengths):
 def test_token_embeddings_equal_unpadded_rows(mean_model):
     ids = token_ids(LENGTHS, seed=2)
     expected = padded(mean_model.pipeline, ids)["token_embeddings"]
-    mpnet = mean_model.pipeline.transformer.encoder
+    mpnet = mean_model.pipeline.transformer.mpnet
     with torch.inference_mode():
         tokens = packed_token_embeddings(mpnet, pack(ids))
     assert tokens.shape == (sum(LENGTHS), mpnet.config.hidden_size)

@@ -42,7 +42,7 @@ def gradients(enc, monkeypatch, unpad: bool, checkpointing: bool = False) -> dic
     monkeypatch.setattr(kernels.KERNELS, "unpad", unpad)
     model = enc.pipeline
     model.zero_grad(set_to_none=True)
-    model.transformer.encoder.gradient_checkpointing = checkpointing
+    model.transformer.mpnet.gradient_checkpointing = checkpointing
     model.train()
     for m in model.modules():            # no dropout, so both paths see the same network
         if isinstance(m, torch.nn.Dropout):
@@ -53,7 +53,7 @@ def gradients(enc, monkeypatch, unpad: bool, checkpointing: bool = False) -> dic
         emb = model(enc.tokenize(TEXTS))["sentence_embedding"]
         (emb @ emb.T).logsumexp(1).sum().backward()
     finally:
-        model.transformer.encoder.gradient_checkpointing = False
+        model.transformer.mpnet.gradient_checkpointing = False
         model.eval()
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
