@@ -56,9 +56,10 @@ def encode(
                                 help="Worker processes, each with its share of torch's threads (1: in this process)"),
 ) -> None:
     """Embed a file of texts."""
-    from .io import read_texts, write_embeddings
+    from .io import check_embeddings_path, read_texts, write_embeddings
 
     try:
+        check_embeddings_path(output)  # before the whole input is read and encoded
         ids, texts = read_texts(input, field, id_field)
     except (OSError, ValueError, KeyError) as err:
         _fail(str(err))

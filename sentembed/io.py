@@ -324,14 +324,23 @@ def _fsync_tree(path: Path) -> None:
         fsync_dir(Path(folder))
 
 
+EMBEDDING_SUFFIXES = (".npy", ".parquet")
+
+
+def check_embeddings_path(path: str | Path) -> None:
+    """Refuse an output `write_embeddings` cannot write, before any work is spent on it."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in EMBEDDING_SUFFIXES:
+        raise ValueError(f"{path}: unsupported output type {suffix!r}; use .npy or .parquet")
+
+
 def write_embeddings(path: Path, ids: list[str], vectors: np.ndarray) -> None:
     """Write .npy (the matrix) or .parquet (id and embedding columns), atomically."""
     import numpy as np
 
     path = Path(path)
+    check_embeddings_path(path)
     suffix = path.suffix.lower()
-    if suffix not in (".npy", ".parquet"):
-        raise ValueError(f"{path}: unsupported output type {suffix!r}; use .npy or .parquet")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as handle:
         if suffix == ".npy":

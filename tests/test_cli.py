@@ -62,3 +62,21 @@ def test_unknown_model_is_a_clean_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     result = runner.invoke(app, ["info", "no-such-model"])
     assert result.exit_code == 1 and "Searched" in result.output
+
+
+def test_encode_refuses_an_output_type_before_any_work(tmp_path):
+    (tmp_path / "in.txt").write_text("one\ntwo\n")
+    # A model that does not exist: the output's type is checked before the model is looked for.
+    result = runner.invoke(app, ["encode", str(tmp_path / "in.txt"), "-o", str(tmp_path / "out.csv"),
+                                 "--model", str(tmp_path / "no-such-model")])
+    assert result.exit_code != 0
+    assert "unsupported output type '.csv'" in result.output
+
+
+def test_encode_names_file_and_line_of_invalid_utf8_in_a_csv(tiny_model, tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"text\nfine\nbad \xff byte\n")
+    result = runner.invoke(app, ["encode", str(path), "--field", "text", "-o", str(tmp_path / "out.npy"),
+                                 "--model", str(tiny_model)])
+    assert result.exit_code != 0
+    assert f"{path}:3" in result.output and "UTF-8" in result.output
