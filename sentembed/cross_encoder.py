@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .encoder import CPU_TOKEN_BUDGET, DTYPES, PROGRESS_THRESHOLD, LoadedModel
+from .encoder import CPU_TOKEN_BUDGET, PROGRESS_THRESHOLD
+from .loaded_model import DTYPES, LoadedModel
 from .model import MPNet
 from .model.batching import plan_batches
 from .model.classifier import CrossEncoderModel

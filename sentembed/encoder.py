@@ -17,14 +17,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .loaded_model import DTYPES, LoadedModel
 from .model import MPNet, ModelSettings, SentencePipeline
 from .model.batching import plan_batches
-from .model.cpu import choose_dtype
 from .model.packing import packed_sentence_embeddings, use_packing
 from .precision import PRECISIONS, quantize
 from .vectors import pairwise_scores, resolve_similarity
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Inputs with more texts than this get a progress bar unless asked otherwise.
 PROGRESS_THRESHOLD = 1024
 # On CPU a batch's activations should stay in cache: batches of about 512 tokens were the
@@ -60,34 +59,6 @@ class TokenizedTexts:
     ids: list[list[int]]  # per text: prompt and special tokens, cut to max_seq_length
     counts: list[int]  # per text: its tokens before the cut, as count_tokens gives them
     prompt_length: int  # the prompt's tokens at the start of every text, for encode_ids
-
-
-class LoadedModel:
-    """What the bi-encoder and the cross-encoder share: their module on a device, in a dtype
-    (`dtype="auto"` picks by CPU and device: model/cpu.py), its token window and tokenizer."""
-
-    def __init__(self, pipeline: torch.nn.Module, name: str, device: torch.device | str | None, dtype: str | None):
-        self.pipeline = pipeline.eval()
-        self.name = name
-        self.device = torch.device(device or "cpu")
-        self.dtype = choose_dtype(dtype, self.device.type)
-        if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}, auto")
-        if self.dtype == "float16" and self.device.type == "cpu":
-            raise ValueError("float16 is not supported on CPU; use dtype='bfloat16' or a CUDA device")
-        self.pipeline.to(self.device, DTYPES[self.dtype])
-
-    @property
-    def max_seq_length(self) -> int:
-        return self.pipeline.transformer.max_seq_length
-
-    @max_seq_length.setter
-    def max_seq_length(self, value: int) -> None:
-        self.pipeline.transformer.max_seq_length = value
-
-    @property
-    def tokenizer(self):
-        return self.pipeline.transformer.tokenizer
 
 
 class SentenceEncoder(LoadedModel):

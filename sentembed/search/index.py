@@ -38,7 +38,7 @@ from .documents import check_documents
 from .lexical import match_expression
 from .manifest import VERSION, check_encoder, new_manifest, read_manifest, write_manifest
 from .searching import Hit, rank
-from .store import Catalog, Snapshot
+from .store import Catalog, Snapshot, disk_size
 from .view import OpenFiles, View, shadow_file
 
 # The mode of a search that names none, where the index has a lexical table (else "dense").
@@ -200,7 +200,7 @@ class Index:
         """Model, dimension, similarity, kind, counts and size on disk."""
         with self._lock:
             snap = self._snap()
-            size = sum(_size(f) for f in self.path.rglob("*"))
+            size = disk_size(self.path)
             return {
                 "path": str(self.path), "model": self.manifest["model"], "dimension": self.dimension,
                 "similarity": self.similarity, "normalizes": self.manifest["normalizes"], "kind": self.kind,
@@ -395,10 +395,3 @@ class Index:
             self._catalog.checkpoint()  # the texts leave the WAL now; their vectors at the next compact()
             self._snap()
         return len(set(ids))
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size if path.is_file() else 0
-    except FileNotFoundError:  # removed meanwhile by another process's commit
-        return 0

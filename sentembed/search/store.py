@@ -357,3 +357,14 @@ def read_rows(file: Path | BinaryIO, dim: int, rows: np.ndarray) -> np.ndarray:
     out = np.empty_like(buf)
     out[order] = buf
     return out
+
+
+def disk_size(directory: Path) -> int:
+    """Bytes of the files under `directory`; a file removed meanwhile by another process's commit counts 0."""
+    total = 0
+    for path in Path(directory).rglob("*"):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except FileNotFoundError:
+            pass
+    return total

@@ -1,0 +1,37 @@
+"""What every loaded model shares, the bi-encoder and the cross-encoder alike: its module on a
+device, in a dtype chosen for the CPU, its token window and its tokenizer."""
+from __future__ import annotations
+
+import torch
+
+from .model.cpu import choose_dtype
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class LoadedModel:
+    """What the bi-encoder and the cross-encoder share: their module on a device, in a dtype
+    (`dtype="auto"` picks by CPU and device: model/cpu.py), its token window and tokenizer."""
+
+    def __init__(self, pipeline: torch.nn.Module, name: str, device: torch.device | str | None, dtype: str | None):
+        self.pipeline = pipeline.eval()
+        self.name = name
+        self.device = torch.device(device or "cpu")
+        self.dtype = choose_dtype(dtype, self.device.type)
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}, auto")
+        if self.dtype == "float16" and self.device.type == "cpu":
+            raise ValueError("float16 is not supported on CPU; use dtype='bfloat16' or a CUDA device")
+        self.pipeline.to(self.device, DTYPES[self.dtype])
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.pipeline.transformer.max_seq_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        self.pipeline.transformer.max_seq_length = value
+
+    @property
+    def tokenizer(self):
+        return self.pipeline.transformer.tokenizer
