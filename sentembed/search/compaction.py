@@ -21,9 +21,10 @@ from typing import Callable
 
 import numpy as np
 
+from ..io import fsync_dir
 from . import ann, integrity, lexical
 from .prefilter import write_shadow
-from .store import BUMP_GENERATION, Catalog, Segment, Snapshot, fsync_dir
+from .store import BUMP_GENERATION, Catalog, Segment, Snapshot
 from .view import OpenFiles, View, shadow_file
 
 # Rewrite (dropping deleted rows) on add once more than this share of the rows is deleted.

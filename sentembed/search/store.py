@@ -33,7 +33,7 @@ from typing import Any, BinaryIO, Iterable, Iterator
 
 import numpy as np
 
-from ..io import atomic_write, fsync_dir  # noqa: F401  (fsync_dir: index.py imports it from here)
+from ..io import atomic_write
 
 from . import lexical
 from .filters import compile_where

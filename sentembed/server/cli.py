@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
 
         import sentembed
         from sentembed.server.app import create_app
-        from sentembed.server.keys import KeyRing, KeysError
+        from sentembed.server.keys import KeyRing
         from sentembed.server.limits import ServerConfig
         from sentembed.server.quota import Quota
 
