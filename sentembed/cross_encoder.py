@@ -205,12 +205,11 @@ def load_cross_encoder(name_or_path: str | os.PathLike, device: str | None = Non
         device = "cuda" if torch.cuda.is_available() else "cpu"
     encoder = CrossEncoder(CrossEncoderModel.load(path), str(name_or_path), device, dtype)
     if quantize is not None:
-        from .backends import check_choices
-        from .backends.int8 import Int8Runner
+        from .backends import check_choices, int8_runner
 
         check_choices("torch", quantize, encoder.dtype, encoder.device)
         transformer = encoder.pipeline.transformer
-        act = torch.bfloat16 if encoder.dtype == "bfloat16" else None
-        transformer.mpnet = Int8Runner.from_mpnet(transformer.mpnet, act_dtype=act, source=str(path))
+        transformer.mpnet = int8_runner(transformer.mpnet, path, encoder.dtype,
+                                        lambda: CrossEncoderModel.load(path).transformer.mpnet)
         encoder.pipeline.head.float()
     return encoder

@@ -28,9 +28,10 @@ def stsb_dev(data_dir) -> tuple[list[str], list[str], list[float]]:
     return read_stsb(data_dir / "stsb" / "sts-dev.csv")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def sentembed_home(tmp_path_factory) -> Path:
-    """One model cache for the whole session, so the real model unpacks once."""
+    """One model cache for the whole session, so the real model unpacks once, and no test
+    writes into the user's own cache (compiled int8 graphs included)."""
     home = Path(os.environ.get("SENTEMBED_TEST_HOME", tmp_path_factory.mktemp("sentembed_home")))
     os.environ["SENTEMBED_HOME"] = str(home)
     return home

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import files
 
@@ -66,12 +66,9 @@ def apply_backend(encoder, path: str | Path, backend: str = "torch", quantize: s
             raise ValueError(f"file_name={file_name!r} picks an ONNX or OpenVINO file; pass backend='onnx' or "
                              "'openvino' (backend='torch' reads model.safetensors)")
         if quantize == "int8":
-            import torch
+            from ..model.pipeline import SentencePipeline
 
-            from .int8 import Int8Runner
-
-            act = torch.bfloat16 if dtype == "bfloat16" else None
-            transformer.mpnet = Int8Runner.from_mpnet(mpnet, act_dtype=act, source=str(path))
+            transformer.mpnet = int8_runner(mpnet, path, dtype, lambda: SentencePipeline.load(path).transformer.mpnet)
             _rest_in_float32(encoder)
         return
     if backend == "onnx":
@@ -79,6 +76,20 @@ def apply_backend(encoder, path: str | Path, backend: str = "torch", quantize: s
     else:
         transformer.mpnet = _openvino_runner(mpnet, path, quantize, file_name, dtype)
     _rest_in_float32(encoder)
+
+
+def int8_runner(mpnet: Any, path: Path, dtype: str, read_mpnet: Callable[[], Any]) -> Any:
+    """The int8 runner in place of `mpnet` (bf16 between the int8 products where `dtype` says
+    so), for the bi-encoder and the cross-encoder alike. `read_mpnet` reads the float MPNet from
+    `path` again: the runner builds its eager fallback from it only if a graph found on disk
+    fails, rather than keep the float weights (438 MB) for that."""
+    import torch
+
+    from .int8 import Int8Runner
+
+    act = torch.bfloat16 if dtype == "bfloat16" else None
+    weights = next(mpnet.parameters()).dtype  # not `mpnet` itself: the closure would keep it
+    return Int8Runner.from_mpnet(mpnet, act_dtype=act, source=str(path), reload=lambda: read_mpnet().to(weights))
 
 
 def _rest_in_float32(encoder) -> None:

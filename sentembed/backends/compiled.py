@@ -2,26 +2,33 @@
 
 torch.compile rebuilds the int8 graph in every new process (about a minute on 2 cores). The
 graph is instead exported once with dynamic batch and length (torch.export), compiled ahead of
-time by Inductor into a package, and saved under `$SENTEMBED_HOME/compiled/`; later processes
-load it in well under a second. The file name is a key over everything the compiled code
-depends on: torch's version, the CPU's capabilities, the code of the int8 graph, the weights.
+time by Inductor into a package, and saved under `$SENTEMBED_HOME/compiled/`. The package holds
+the int8 weights as constants, so a later process loads it (a tenth of a second) without building
+any int8 weight itself.
 
-    run = load_or_compile(int8_model)          # a callable like the model: run(input_ids, bias)
+The file name is a key over everything the compiled code depends on, computed from the float
+model before anything int8 is built: torch's version, the CPU's capabilities, the code of the
+graph, the build settings, the config and the float weights themselves. The zip's checksums are
+read before each load: a damaged package is named in a warning and compiled again, never run.
+
+    path = package_path(mpnet, torch.bfloat16, keep=())
+    run = load_package(path) or compile_package(int8_model, path)   # run(input_ids, bias)
 """
 from __future__ import annotations
 
 import hashlib
-import inspect
 import itertools
+import json
 import logging
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from ..io import move_into_place
-from ..model import mpnet
+from ..model import config, kernels, mpnet
 from ..model.cpu import cpu, warn_once
 from ..model.resolve import home
 
@@ -35,43 +42,91 @@ def compiled_dir() -> Path:
     return home() / "compiled"
 
 
-def cache_key(model: torch.nn.Module) -> str:
-    """Changes whenever the compiled code could: torch, the CPU, the graph's code, the weights."""
-    from . import int8  # the graph's code, read as text
+def graph_code() -> bytes:
+    """The source of every module whose code becomes the graph (or picks its weights)."""
+    from . import int8
 
+    files = [Path(module.__file__) for module in (int8, mpnet, kernels, config)] + [Path(__file__)]
+    return b"".join(file.read_bytes() for file in files)
+
+
+def cache_key(model: torch.nn.Module, act_dtype: torch.dtype, keep: tuple[str, ...]) -> str:
+    """Changes whenever the compiled code could: torch, the CPU, the graph's code, the build
+    settings, the config, the weights. Read from the float MPNet: nothing int8 is built yet.
+
+    A full hash of the weights, not the file's size and date: an encoder changed in memory (or a
+    file rewritten within the clock's resolution) must not run an old graph. sha256 reads about
+    1 GB/s here, so this costs ~0.4 s for all-mpnet-base-v2's 438 MB."""
     h = hashlib.sha256()
     c = cpu()
-    h.update(f"{torch.__version__}|{c.capability}|{c.bf16}|{c.vnni}|{c.amx}|{c.arch}".encode())
-    for module in (int8, mpnet):
-        h.update(inspect.getsource(module).encode())
+    h.update(f"{torch.__version__}|{c.capability}|{c.bf16}|{c.vnni}|{c.amx}|{c.arch}|".encode())
+    h.update(f"{act_dtype}|{sorted(keep)}|".encode())
+    h.update(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    h.update(graph_code())
     for name, tensor in sorted(itertools.chain(model.named_parameters(), model.named_buffers()), key=lambda t: t[0]):
-        h.update(name.encode())
-        h.update(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        h.update(memoryview(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
     return h.hexdigest()[:24]
 
 
-def load_or_compile(model: torch.nn.Module) -> Callable:
-    """The compiled `model(input_ids, bias)` of an Int8MPNet: loaded from disk, else compiled
-    once and saved. It takes every batch size up to MAX_BATCH and every length the model takes."""
-    path = compiled_dir() / f"int8-{cache_key(model)}.pt2"
-    if path.is_file():
-        try:
-            return torch._inductor.aoti_load_package(str(path))
-        except Exception as err:  # a damaged or foreign file: compile again over it
-            warn_once(f"{path} does not load ({type(err).__name__}: {str(err)[:120]}); compiling again")
+def package_path(model: torch.nn.Module, act_dtype: torch.dtype, keep: tuple[str, ...]) -> Path:
+    """Where the compiled int8 graph of the float MPNet `model` is kept, whether or not it is there yet."""
+    return compiled_dir() / f"int8-{cache_key(model, act_dtype, keep)}.pt2"
+
+
+def load_package(path: Path) -> Callable | None:
+    """The graph saved at `path`, or None when there is none. A damaged file (truncated, bytes
+    changed, not a package) is named in a warning and None is returned: it is compiled again."""
+    if not path.is_file():
+        return None
+    try:
+        # The loader does not read the zip's checksums; a changed byte in the weights would run.
+        # Checking them costs ~0.06 s for a 136 MB package.
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        if bad is not None:
+            raise ValueError(f"checksum mismatch in {bad}")
+        return _load(path)
+    except Exception as err:  # any damage reads the same to the user: compile again over it
+        warn_once(f"{path} does not load, damaged or foreign ({type(err).__name__}: {str(err)[:120]}); "
+                  "compiling it again")
+        return None
+
+
+def _load(path: Path) -> Callable:
+    """The package's runner, through torch's C++ loader: torch._inductor's Python wrapper
+    (aoti_load_package) imports the whole compiler first, 1.5-2 s of a later start."""
+    try:
+        loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
+    except (AttributeError, TypeError):  # a torch whose binding differs: its public loader
+        from torch._inductor import aoti_load_package
+
+        return aoti_load_package(str(path))
+
+    def run(input_ids: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return loader.boxed_run([input_ids, bias])[0]
+    return run
+
+
+def compile_package(model: torch.nn.Module, path: Path) -> Callable:
+    """Compile the Int8MPNet `model` ahead of time, save it at `path` (atomically) and load it.
+    The package takes every batch size up to MAX_BATCH and every length the model takes."""
+    from torch._inductor import aoti_compile_and_package
+
     log.warning("compiling the int8 graph for this CPU (once; about a minute): it is saved in %s", path.parent)
-    length = model.config.max_position_embeddings - model.config.pad_token_id - 1
+    cfg = model.config
+    length = cfg.max_position_embeddings - cfg.pad_token_id - 1
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     tokens = torch.export.Dim("length", min=2, max=length)
     # An example of sizes other than 0 and 1, which export would take as constants.
-    input_ids = torch.full((2, 8), model.config.pad_token_id + 1, dtype=torch.long)
-    bias = model.attention_bias(torch.ones_like(input_ids))
+    input_ids = torch.full((2, 8), cfg.pad_token_id + 1, dtype=torch.long)
+    bias = torch.zeros(2, cfg.num_attention_heads, 8, 8, dtype=model.dtype)
     with torch.no_grad():
         program = torch.export.export(model, (input_ids, bias),
                                       dynamic_shapes=({0: batch, 1: tokens}, {0: batch, 2: tokens, 3: tokens}))
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         staged = Path(tmp) / path.name
-        torch._inductor.aoti_compile_and_package(program, package_path=str(staged))
+        aoti_compile_and_package(program, package_path=str(staged))
         move_into_place(staged, path)
-    return torch._inductor.aoti_load_package(str(path))
+    return _load(path)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -245,6 +247,15 @@ class Int8Layer(nn.Module):
         return self.ffn_out.product(*quantize_gelu(pre)).to(x.dtype).view(x.shape)
 
 
+def position_table(model: MPNet, dtype: torch.dtype) -> torch.Tensor:
+    """(heads, positions, positions): the relative position bias of every pair, sliced per batch.
+    Kept whole: the bucket arithmetic (a log per pair of positions) cost 2% of a 300-token
+    forward when redone every batch."""
+    with torch.no_grad():
+        # contiguous already (mpnet's position_bias), which the fused softmax needs
+        return model.encoder.position_bias(model.config.max_position_embeddings)[0].to(dtype)
+
+
 class Int8MPNet(nn.Module):
     """The MPNet forward over int8 layers; reads the weights of a loaded MPNet by their
     checkpoint names, so it does not depend on how the torch module computes."""
@@ -254,12 +265,7 @@ class Int8MPNet(nn.Module):
         config = model.config
         self.config = config
         self.embeddings = copy.deepcopy(model.embeddings).float().eval().to(dtype)
-        # (heads, positions, positions), sliced per batch: the bucket arithmetic (a log per
-        # pair of positions) cost 2% of a 300-token forward when redone every batch.
         with torch.no_grad():
-            # contiguous already (mpnet's position_bias), which the fused softmax needs
-            table = model.encoder.position_bias(config.max_position_embeddings)[0]
-            self.register_buffer("position_bias", table.to(dtype), persistent=False)
             outliers = residual_outliers(model, OUTLIER_CHANNELS)
             self.layers = nn.ModuleList(
                 Int8Layer(layer, f"encoder.layer.{i}", keep, dtype, config.num_attention_heads, config.layer_norm_eps,
@@ -268,14 +274,9 @@ class Int8MPNet(nn.Module):
             )
         self.dtype = dtype
 
-    def attention_bias(self, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(batch, heads, length, length): the relative position bias, padding keys masked."""
-        length = attention_mask.shape[1]
-        return self.position_bias[None, :, :length, :length] + padding_bias(attention_mask, self.dtype)
-
     def forward(self, input_ids: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """bias from attention_bias(), built once outside the compiled graph: built inside,
-        the compiler recomputes it in every layer's softmax."""
+        """bias from Int8Runner.attention_bias, built once outside the compiled graph: built
+        inside, the compiler recomputes it in every layer's softmax."""
         return run_layers(self.layers, self.embeddings(input_ids), MathMask(bias))
 
 
@@ -304,50 +305,91 @@ def compile_pays() -> bool:
 
 
 class Int8Runner(BackendRunner):
+    """The int8 MPNet: its graph compiled ahead of time where this CPU pays for it, else eager.
+
+    A graph found on disk holds the int8 weights as constants, so a later start builds none:
+    it costs the key's hash and a load. They are built when there is no graph (eager, or to
+    compile one), or when the graph fails and eager takes over (from `reload()` then)."""
+
     backend = "torch-int8"
 
-    def __init__(self, model: Int8MPNet, act_dtype: torch.dtype, compile: bool, source: str):
-        super().__init__(model.config, source)
-        self.model = model
+    def __init__(self, config, position_bias: torch.Tensor, act_dtype: torch.dtype, source: str,
+                 build: Callable[[], Int8MPNet]):
+        super().__init__(config, source)
+        self.register_buffer("position_bias", position_bias, persistent=False)
         self.act_dtype = act_dtype
-        self._compiled = None
-        self._compile = compile
+        self.model: Int8MPNet | None = None
+        self._build: Callable[[], Int8MPNet] | None = build
+        self._graph: Callable | None = None
+        self._package: Path | None = None  # compile the graph here at the first run
 
     @classmethod
     def from_mpnet(cls, model: MPNet, keep: tuple[str, ...] = DEFAULT_KEEP, act_dtype: torch.dtype | None = None,
-                   compile: bool | None = None, source: str = "") -> "Int8Runner":
-        """An int8 copy of `model` (which is left as it was)."""
+                   compile: bool | None = None, source: str = "",
+                   reload: Callable[[], MPNet] | None = None) -> "Int8Runner":
+        """An int8 copy of `model` (which is left as it was). `reload` reads the same float MPNet
+        again; without it, a graph found on disk keeps `model` alive for the eager fallback."""
         if not int8_supported():
             raise RuntimeError("quantize='int8' needs torch._int_mm on this CPU build of torch; "
                                "use dtype='bfloat16' instead")
+        from . import compiled
+
         act_dtype = act_dtype or activation_dtype()
-        int8 = Int8MPNet(model, keep, act_dtype).eval()
-        return cls(int8, act_dtype, compile_pays() if compile is None else compile, source or "int8")
+        float_model = reload or (lambda: model)
+        runner = cls(model.config, position_table(model, act_dtype), act_dtype, source or "int8",
+                     lambda: Int8MPNet(float_model(), keep, act_dtype).eval())
+        if compile_pays() if compile is None else compile:
+            path = compiled.package_path(model, act_dtype, keep)
+            runner._graph = compiled.load_package(path)
+            if runner._graph is not None:
+                return runner
+            runner._package = path
+        runner.model = Int8MPNet(model, keep, act_dtype).eval()  # the model at hand, not reloaded
+        runner._build = None
+        return runner
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the forward runs a compiled graph (or will, once compiled at the first run)."""
+        return self._graph is not None or self._package is not None
+
+    def attention_bias(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(batch, heads, length, length): the relative position bias, padding keys masked."""
+        length = attention_mask.shape[1]
+        return self.position_bias[None, :, :length, :length] + padding_bias(attention_mask, self.act_dtype)
 
     def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        bias = self.model.attention_bias(attention_mask)
-        if self._compile and self._compiled is None:
-            self._compiled = self._compiled_graph()
-        if self._compiled is not None:
+        bias = self.attention_bias(attention_mask)
+        if self._package is not None:
+            self._graph, self._package = self._compile(self._package), None
+        if self._graph is not None:
             try:
-                return self._compiled(input_ids, bias).float()
+                return self._graph(input_ids, bias).float()
             except Exception as err:  # an inductor gap: fall back, loudly
                 warnings.warn(f"the compiled int8 graph failed ({type(err).__name__}: {str(err)[:200]}); "
                               "int8 runs eagerly", stacklevel=2)
-                self._compile, self._compiled = False, None
-        return self.model(input_ids, bias).float()
+                self._graph = None
+        return self._eager()(input_ids, bias).float()
 
-    def _compiled_graph(self):
-        """The ahead-of-time package kept on disk (compiled.py); else torch.compile in this process."""
-        from .compiled import load_or_compile
+    def _eager(self) -> Int8MPNet:
+        if self.model is None:
+            # built inside encode's inference mode, the float weights would be inference tensors,
+            # which the float forward of residual_outliers cannot use
+            with torch.inference_mode(False):
+                self.model, self._build = self._build(), None
+        return self.model
+
+    def _compile(self, path: Path) -> Callable:
+        """The ahead-of-time package saved at `path` (compiled.py); else torch.compile in this process."""
+        from .compiled import compile_package
 
         try:
-            return load_or_compile(self.model)
+            return compile_package(self._eager(), path)
         except Exception as err:
             warnings.warn(f"the int8 graph could not be compiled ahead of time ({type(err).__name__}: "
                           f"{str(err)[:200]}); compiling it in this process instead", stacklevel=3)
         # dynamic: one graph for every batch size and length, compiled once.
-        return torch.compile(self.model, dynamic=True)
+        return torch.compile(self._eager(), dynamic=True)
 
     def extra_repr(self) -> str:
-        return f"int8 weights and per-token activations, {self.act_dtype} elsewhere, compile={self._compile}"
+        return f"int8 weights and per-token activations, {self.act_dtype} elsewhere, compiled={self.compiled}"

@@ -196,21 +196,6 @@ def test_int8_math_attention_matches_sdpa():
     assert torch.allclose(math_attention(q, k, v, bias), want, atol=1e-5)
 
 
-@pytest.mark.slow
-def test_torch_int8_compiled_matches_eager(tiny_model, monkeypatch):
-    from sentembed.backends.int8 import Int8Runner
-
-    enc = sentembed.load(str(tiny_model))
-    eager = Int8Runner.from_mpnet(enc.pipeline.transformer.mpnet, compile=False)
-    compiled = Int8Runner.from_mpnet(enc.pipeline.transformer.mpnet, compile=True)
-    features = enc.tokenize(TEXTS)
-    with torch.inference_mode():
-        a = eager(features["input_ids"], features["attention_mask"])
-        b = compiled(features["input_ids"], features["attention_mask"])
-    assert compiled._compile, "torch.compile fell back to eager"
-    assert (a - b).abs().max() < 0.05 * a.abs().max()
-
-
 def test_threads_follow_torch(exported):
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -308,35 +293,3 @@ def test_export_command(tiny_model, tmp_path):
     assert (out / "onnx" / "model.onnx").is_file()
     bad = CliRunner().invoke(app, ["export", str(tiny_model), "--format", "tflite", "-o", str(out)])
     assert bad.exit_code == 2 and "choices: onnx, openvino" in bad.output
-
-
-@pytest.mark.slow
-def test_int8_graph_is_compiled_once_and_kept(tiny_model, tiny_fp32, tmp_path, monkeypatch):
-    """The first process compiles the int8 graph ahead of time and saves it; the next loads it."""
-    import torch._inductor
-
-    from sentembed.backends.int8 import compile_pays
-
-    if not compile_pays():
-        pytest.skip("this CPU runs int8 uncompiled")
-    monkeypatch.setenv("SENTEMBED_HOME", str(tmp_path))
-    first = sentembed.load(str(tiny_model), quantize="int8").encode(TEXTS, normalize=False)
-    packages = list((tmp_path / "compiled").glob("int8-*.pt2"))
-    assert len(packages) == 1
-    calls = []
-    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", lambda *a, **k: calls.append(a))
-    second = sentembed.load(str(tiny_model), quantize="int8").encode(TEXTS, normalize=False)
-    assert calls == []  # loaded, not compiled again
-    np.testing.assert_allclose(second, first, atol=1e-6)
-    cos = (second * tiny_fp32).sum(1) / np.linalg.norm(second, axis=1) / np.linalg.norm(tiny_fp32, axis=1)
-    assert cos.min() > 0.99
-    # A damaged package is compiled again, with a warning, never used.
-    packages[0].write_bytes(b"not a package")
-    monkeypatch.undo()
-    monkeypatch.setenv("SENTEMBED_HOME", str(tmp_path))
-    from sentembed.model import cpu as cpu_mod
-
-    cpu_mod._warn_once.cache_clear()
-    with pytest.warns(RuntimeWarning, match="does not load"):
-        third = sentembed.load(str(tiny_model), quantize="int8").encode(TEXTS, normalize=False)
-    np.testing.assert_allclose(third, first, atol=1e-6)
