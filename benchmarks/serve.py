@@ -2,25 +2,31 @@
 
     .venv/bin/python benchmarks/serve.py                      # all-mpnet-base-v2, 32 clients
     .venv/bin/python benchmarks/serve.py --rounds 1           # a quicker look
+    .venv/bin/python benchmarks/serve.py --quantize int8      # the int8 path, servers and offline alike
 
 Two servers (batching on, batching off), each in a process of its own on 127.0.0.1, and
 offline `encode` of the very same texts (one call in this process, with the servers'
---encode-batch-size, and once more with encode's default 32 for reference), in
+--encode-batch-size, and once more with encode's default 32 for reference), all loaded with
+the same --dtype and --quantize (`sentembed serve`'s options, `load`'s arguments), in
 --rounds rounds that alternate the three and rotate their order; each one's best round:
 - throughput: 32 concurrent clients x --requests requests of 1-16 STS-B dev sentences on
   /v1/embeddings; sentences/s and its share of offline encode (goal >= 85%); also sentences
   per CPU-second (server + client process), which a busy shared machine disturbs less;
-- latency: 32 concurrent clients x --single requests of one sentence each; p50 and p99.
+- latency: 32 concurrent clients x --single requests of one sentence each; p50 and p99;
+- fidelity: the lowest cosine between a vector the batching server sent and offline encode's
+  (batches of other shapes; 1.0 up to rounding on the fp32 path).
 Responses are asked for as base64 (what OpenAI's own client asks for): floats as JSON text
 would cost the client more than the model. The client runs in this process and shares the
 2 cores with the server, as a real client on the same box would. Prints a markdown table and
-writes benchmarks/results/serve.json, and beside it serve.png (latency percentiles, plots.py).
+writes benchmarks/results/serve.json (serve-int8.json, serve-bfloat16.json, ... for other paths),
+and beside it serve.png (latency percentiles, plots.py).
 The machine is shared: keep the counts small.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import random
@@ -36,6 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))   # measure this checkout, whatever the venv has installed
 import plots  # noqa: E402  (benchmarks/plots.py, beside this script)
+from sentembed.backends.options import DTYPE_CHOICES, QUANTIZE_CHOICES  # noqa: E402  (no torch)
 DATA = Path(os.environ.get("SENTEMBED_DATA", ROOT.parent / "shared" / "data"))
 LAUNCH = ("import typer; from sentembed.server.cli import register; app = typer.Typer(); "
           "app.callback()(lambda: None); register(app); app()")
@@ -56,12 +63,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, batching: bool, encode_batch_size: int) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, batching: bool, encode_batch_size: int, path: list[str]) -> tuple[subprocess.Popen, str]:
     import httpx
 
     port = free_port()
     args = [sys.executable, "-c", LAUNCH, "serve", model, "--port", str(port), "--log-level", "warning",
-            "--max-client-batch-size", "64", "--encode-batch-size", str(encode_batch_size)]
+            "--max-client-batch-size", "64", "--encode-batch-size", str(encode_batch_size), *path]
     if not batching:
         args.append("--no-batching")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -79,7 +86,8 @@ def start_server(model: str, batching: bool, encode_batch_size: int) -> tuple[su
         time.sleep(0.3)
 
 
-async def client(url: str, batches: list[list[str]], latencies: list[float], fmt: str) -> None:
+async def client(url: str, batches: list[list[str]], latencies: list[float], fmt: str,
+                 answers: list[tuple[list[str], bytes]]) -> None:
     import httpx
 
     async with httpx.AsyncClient(base_url=url, timeout=600) as http:
@@ -88,18 +96,32 @@ async def client(url: str, batches: list[list[str]], latencies: list[float], fmt
             r = await http.post("/v1/embeddings", json={"input": texts, "encoding_format": fmt})
             r.raise_for_status()
             latencies.append(time.perf_counter() - t)
+            answers.append((texts, r.content))  # read after the run: parsing would load the 2 cores
 
 
-def load(url: str, plans: list[list[list[str]]], fmt: str) -> tuple[float, list[float]]:
-    """Run every client's plan at once; wall seconds and per-request latencies."""
+def load(url: str, plans: list[list[list[str]]], fmt: str,
+         vectors: dict[str, np.ndarray] | None = None) -> tuple[float, list[float]]:
+    """Run every client's plan at once; wall seconds and per-request latencies. Given `vectors`,
+    the vectors the server sent go there, by text, once the clock has stopped."""
     latencies: list[float] = []
+    answers: list[tuple[list[str], bytes]] = []
 
     async def run_all() -> None:
-        await asyncio.gather(*(client(url, p, latencies, fmt) for p in plans))
+        await asyncio.gather(*(client(url, p, latencies, fmt, answers) for p in plans))
 
     t = time.perf_counter()
     asyncio.run(run_all())
-    return time.perf_counter() - t, latencies
+    wall = time.perf_counter() - t
+    for texts, body in answers if vectors is not None else ():
+        for text, item in zip(texts, json.loads(body)["data"]):
+            vectors[text] = decode(item["embedding"])
+    return wall, latencies
+
+
+def decode(embedding: str | list[float]) -> np.ndarray:
+    if isinstance(embedding, str):
+        return np.frombuffer(base64.b64decode(embedding), dtype="<f4")
+    return np.asarray(embedding, dtype=np.float32)
 
 
 def mean_batch(url: str) -> float:
@@ -109,6 +131,11 @@ def mean_batch(url: str) -> float:
     total = float(re.search(r"^sentembed_batch_size_sum (\S+)$", text, re.M).group(1))
     count = float(re.search(r"^sentembed_batch_size_count (\S+)$", text, re.M).group(1))
     return total / max(count, 1)
+
+
+def describe(runs: dict) -> str:
+    """What /info says the model runs in, in a few words: "torch, bfloat16, int8"."""
+    return ", ".join(str(value) for value in runs.values() if value is not None)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -126,11 +153,18 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="rounds, alternating the contenders; best of each")
     ap.add_argument("--format", default="base64", choices=["base64", "float"])
     ap.add_argument("--encode-batch-size", type=int, default=4, help="encode batch_size, servers and offline alike")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve.json")
+    ap.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES, help="as `sentembed serve --dtype`")
+    ap.add_argument("--quantize", default=None, choices=QUANTIZE_CHOICES, help="as `sentembed serve --quantize`")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default: benchmarks/results/serve.json, serve-int8.json, serve-bfloat16.json, ...")
     args = ap.parse_args()
+    path_name = "-".join(p for p in (args.quantize, None if args.dtype == "float32" else args.dtype) if p)
+    args.out = args.out or ROOT / "benchmarks" / "results" / f"serve{'-' + path_name if path_name else ''}.json"
+    path = ["--dtype", args.dtype] + (["--quantize", args.quantize] if args.quantize else [])
 
     import sentembed
     import torch
+    from sentembed.server.service import runs_in
 
     sentences = stsb_sentences()
     rng = random.Random(0)
@@ -138,10 +172,11 @@ def main() -> None:
     single = [[[rng.choice(sentences)] for _ in range(args.single)] for _ in range(args.clients)]
     texts = [t for plan in multi for batch in plan for t in batch]
 
-    enc = sentembed.load(args.model, device="cpu")
-    enc.encode(sentences[:64])  # warm up
-    servers = {name: start_server(args.model, batching, args.encode_batch_size)
+    enc = sentembed.load(args.model, device="cpu", dtype=args.dtype, quantize=args.quantize)
+    enc.encode(sentences[:64])  # warm up (int8: compiles its graph, which the servers then read from disk)
+    servers = {name: start_server(args.model, batching, args.encode_batch_size, path)
                for name, batching in (("batching", True), ("no batching", False))}
+    served: dict[str, np.ndarray] = {}  # what the batching server sent, by text
     offline_bs = {"offline": args.encode_batch_size, "offline, batch 32": 32}  # 32: encode's default
     runs: dict[str, list[dict]] = {name: [] for name in (*offline_bs, *servers)}
     latencies: dict[str, list[float]] = {name: [] for name in servers}
@@ -162,7 +197,7 @@ def main() -> None:
                 else:
                     proc, url = servers[name]
                     before = cpu_seconds(proc.pid)
-                    wall, _ = load(url, multi, args.format)
+                    wall, _ = load(url, multi, args.format, served if name == "batching" else None)
                     cpu = cpu_seconds(proc.pid) - before + time.process_time() - own  # server + client
                     s_wall, lat = load(url, single, args.format)
                     latencies[name] += lat
@@ -175,9 +210,16 @@ def main() -> None:
             proc.terminate()
             proc.wait(30)
 
+    sent = sorted(served)
+    reference = enc.encode(sent, batch_size=args.encode_batch_size, show_progress=False)
+    got = np.stack([served[t] for t in sent])
+    cosines = (got * reference).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(reference, axis=1)
+    min_cosine = float(cosines.min())
     best = {name: max(x["sentences_per_s"] for x in rs) for name, rs in runs.items()}
     best_cpu = {name: max(x["sentences_per_cpu_s"] for x in rs) for name, rs in runs.items()}
-    result = {"model": args.model, "clients": args.clients, "sentences": len(texts), "format": args.format,
+    result = {"model": args.model, "dtype": args.dtype, "quantize": args.quantize, "serves": runs_in(enc),
+              "min_cosine_to_offline": min_cosine,
+              "clients": args.clients, "sentences": len(texts), "format": args.format,
               "rounds": args.rounds, "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg(),
               "runs": runs, "best": best, "best_per_cpu_s": best_cpu, "mean_batch_size": batch_sizes,
               "single": {n: {"p50_ms": float(np.percentile(v, 50) * 1e3), "p99_ms": float(np.percentile(v, 99) * 1e3),
@@ -191,7 +233,7 @@ def main() -> None:
     print(f"\nCPU: {cpu().describe()}")
     print(f"{args.clients} concurrent clients; {len(texts)} STS-B sentences in {args.clients * args.requests} "
           f"requests of 1-16 per round; {args.clients * args.single} single-sentence requests per round; "
-          f"best of {args.rounds} rounds; {args.model}, {torch.get_num_threads()} threads; "
+          f"best of {args.rounds} rounds; {args.model} ({describe(runs_in(enc))}), {torch.get_num_threads()} threads; "
           f"load average {os.getloadavg()[0]:.1f}\n")
     print("| | sentences/s | share of offline | sentences per CPU-second | share of offline | "
           "single-sentence p50 | p99 | single sentences/s | mean batch |")
@@ -206,6 +248,10 @@ def main() -> None:
     b32 = "offline, batch 32"
     print(f"| offline encode, batch 32 | {best[b32]:.1f} | {best[b32] / best['offline']:.0%} | {best_cpu[b32]:.1f} | "
           f"{best_cpu[b32] / best_cpu['offline']:.0%} | | | | |")
+    share = best["batching"] / best["offline"]
+    print(f"\ngoal: the batching server at >= 85% of offline encode's sentences/s: {share:.0%} "
+          f"({'met' if share >= 0.85 else 'NOT met'}); {best['batching'] / best[b32]:.0%} of offline batch 32")
+    print(f"lowest cosine of a served vector to offline encode's: {min_cosine:.6f}")
     print(f"\nchart: {chart}")
 
 

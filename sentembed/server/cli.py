@@ -1,5 +1,6 @@
-"""`sentembed serve MODEL [--index DIR] [--reranker DIR] [--host 127.0.0.1] [--port 8080] [--api-key KEY]
-[--api-keys FILE] [--rate-limit TOKENS_PER_S [--rate-burst TOKENS]] [--cors-origin URL]`."""
+"""`sentembed serve MODEL [--index DIR] [--reranker DIR] [--dtype DTYPE] [--quantize int8] [--host 127.0.0.1]
+[--port 8080] [--api-key KEY] [--api-keys FILE] [--rate-limit TOKENS_PER_S [--rate-burst TOKENS]]
+[--cors-origin URL]`."""
 from __future__ import annotations
 
 import ipaddress
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from sentembed.backends.options import dtype_option, quantize_option
 
 
 def _is_loopback(host: str) -> bool:
@@ -38,6 +41,10 @@ def register(app: typer.Typer) -> None:
         rate_burst: Optional[float] = typer.Option(
             None, "--rate-burst", help="Tokens a key name may spend at once (default: one second of --rate-limit)."),
         device: str = typer.Option("cpu", help="Torch device for the model."),
+        dtype: str = dtype_option("The --reranker's too."),
+        quantize: Optional[str] = quantize_option("The --reranker's too (its classification head stays float32)."),
+        # One budget for every --dtype and --quantize: it bounds what is taken from the queue at once
+        # (padding and waiting), while the encoder's planner cuts the forward passes, int8's as offline.
         max_batch_tokens: int = typer.Option(16384, help="Input tokens per model batch; lower answers sooner, pads more."),
         max_client_batch_size: int = typer.Option(512, help="Inputs per request (413 beyond)."),
         max_queue_items: int = typer.Option(8192, help="Inputs waiting (429 beyond)."),
@@ -70,13 +77,24 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
         if not _is_loopback(host) and not (api_key or api_keys):
             typer.echo(f"warning: serving on {host} without --api-key: anyone who can reach it can use it", err=True)
-        enc = sentembed.load(model, device=device)
+        how = dict(device=device, dtype=dtype, quantize=quantize)  # the encoder and the reranker alike
+        try:  # load names what cannot run here (int8 on a GPU, float16 on a CPU) in one line
+            enc = sentembed.load(model, **how)
+            cross = sentembed.load_cross_encoder(reranker, **how) if reranker is not None else None
+        except (FileNotFoundError, ValueError, RuntimeError) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        if quantize is not None:
+            # The int8 graph is compiled (or read from disk) now, before the port opens: the
+            # first request never waits for the compiler.
+            enc.encode(["warm up"])
+            if cross is not None:
+                cross.predict([("warm", "up")])
         idx = None
         if index is not None:
             from sentembed.search import Index
 
             idx = Index.open(index, enc=enc)
-        cross = sentembed.load_cross_encoder(reranker, device=device) if reranker is not None else None
         config = ServerConfig(
             api_key=api_key, max_client_batch_size=max_client_batch_size, max_body_bytes=max_body_bytes,
             max_input_chars=max_input_chars, api_keys_file=str(api_keys) if api_keys else None,

@@ -15,6 +15,8 @@ from typing import Any, Awaitable, Callable, Hashable
 import numpy as np
 from fastapi import Request
 
+from sentembed.backends.int8 import Int8Runner
+from sentembed.backends.session import BackendRunner
 from sentembed.model.batching import estimated_tokens
 from sentembed.model.cpu import cpu
 from sentembed.server.batcher import Batcher, QueueFull
@@ -22,6 +24,24 @@ from sentembed.server.keys import ANONYMOUS, Caller, KeyRing
 from sentembed.server.limits import APIError, ServerConfig, rate_limited
 from sentembed.server.metrics import Metrics
 from sentembed.server.quota import Quota
+
+
+def runs_in(encoder: Any) -> dict[str, Any]:
+    """How the encoder's forward pass computes, for /info: its backend, dtype and quantization.
+
+    int8 runs its products in int8 and everything between them in its activations' dtype, the
+    dtype shown (it follows the CPU, whatever dtype was asked). ONNX Runtime and OpenVINO run a
+    file, which says both: the file is shown instead.
+
+    >>> runs_in(sentembed.load("all-mpnet-base-v2", quantize="int8"))
+    {'backend': 'torch', 'dtype': 'bfloat16', 'quantization': 'int8'}
+    """
+    runner = getattr(getattr(getattr(encoder, "pipeline", None), "transformer", None), "mpnet", None)
+    if isinstance(runner, Int8Runner):
+        return {"backend": "torch", "dtype": str(runner.act_dtype).removeprefix("torch."), "quantization": "int8"}
+    if isinstance(runner, BackendRunner):
+        return {"backend": runner.backend, "file": runner.source}
+    return {"backend": "torch", "dtype": str(getattr(encoder, "dtype", "float32")), "quantization": None}
 
 
 def caller_of(request: Request) -> Caller:
@@ -191,7 +211,7 @@ class Service:
                        "auto_truncate": c.auto_truncate, "batching": c.batching},
             "auth": self.keys.enabled,
             "rate_limit": {"tokens_per_second": self.quota.rate, "burst": self.quota.burst} if self.quota.rate else None,
-            "dtype": str(self.enc.dtype), "cpu": cpu().to_dict(),
+            **runs_in(self.enc), "cpu": cpu().to_dict(),
         }
         if self.index is not None:
             with self.index_lock:

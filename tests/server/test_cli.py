@@ -1,7 +1,9 @@
-"""`sentembed serve` as a process: binds 127.0.0.1 unless told otherwise, enforces --api-key."""
+"""`sentembed serve` as a process: binds 127.0.0.1 unless told otherwise, enforces --api-key; its options
+refused at once, naming the option; the encoder and the reranker loaded as --dtype and --quantize say."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -9,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -88,3 +91,57 @@ def test_an_empty_key_refuses_to_start_instead_of_turning_auth_off(tmp_path):
     assert result.exit_code == 2 and f"{keys}:2" in result.output, result.output
     result = runner.invoke(_app(), ["serve", "unused-model", "--rate-limit", "0"])
     assert result.exit_code == 2 and "rate limit" in result.output, result.output
+
+
+def test_unknown_dtype_or_quantization_names_the_option():
+    runner = CliRunner()
+    for args, option, choices in ((["--dtype", "fp8"], "--dtype", "float32, bfloat16, float16, auto"),
+                                  (["--quantize", "int4"], "--quantize", "int8"),
+                                  (["--quantize", "int8", "--dtype", "bf16"], "--dtype", "bfloat16")):
+        result = runner.invoke(_app(), ["serve", "unused-model", *args])
+        assert result.exit_code == 2, result.output
+        said = " ".join(re.sub("[│╭╮╰╯─]", " ", result.output).split())  # rich's box, its lines joined
+        assert f"Invalid value for '{option}'" in said and choices in said, result.output
+
+
+def _serve_without_a_server(monkeypatch, args: list[str]):
+    """`sentembed serve ARGS` up to where uvicorn would start; the app it would serve, or None."""
+    import uvicorn
+
+    apps = []
+    monkeypatch.setattr(uvicorn, "run", lambda application, **_: apps.append(application))
+    monkeypatch.setenv("SENTEMBED_COMPILE", "0")  # int8 eager on tiny models, as the other int8 tests
+    result = CliRunner().invoke(_app(), ["serve", *args])
+    return result, (apps[0] if apps else None)
+
+
+def test_a_dtype_that_cannot_run_here_is_one_line(monkeypatch, tiny_model):
+    result, app = _serve_without_a_server(monkeypatch, [str(tiny_model), "--dtype", "float16"])
+    assert result.exit_code == 2 and app is None, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "float16" in lines[0] and "CPU" in lines[0], lines
+
+
+def test_serve_loads_the_encoder_and_the_reranker_as_asked(monkeypatch, tiny_model, tmp_path):
+    import sentembed
+    from sentembed.backends.int8 import Int8Runner, int8_supported
+    from support import build_cross_encoder
+
+    if not int8_supported():
+        pytest.skip("no int8 products (torch._int_mm) in this torch build")
+    rerankers = []
+    load_cross_encoder = sentembed.load_cross_encoder
+    monkeypatch.setattr(sentembed, "load_cross_encoder",
+                        lambda *a, **k: rerankers.append(load_cross_encoder(*a, **k)) or rerankers[-1])
+    reranker = str(build_cross_encoder(tmp_path))
+    result, app = _serve_without_a_server(monkeypatch, [str(tiny_model), "--quantize", "int8", "--reranker", reranker])
+    assert result.exit_code == 0, result.output
+    runner = app.state.service.enc.pipeline.transformer.mpnet
+    assert isinstance(runner, Int8Runner)
+    info = app.state.service.info()
+    assert (info["quantization"], info["dtype"]) == ("int8", str(runner.act_dtype).removeprefix("torch."))
+    assert isinstance(rerankers[0].pipeline.transformer.mpnet, Int8Runner)
+    result, app = _serve_without_a_server(monkeypatch, [str(tiny_model), "--dtype", "float32"])
+    assert result.exit_code == 0, result.output
+    info = app.state.service.info()
+    assert (info["backend"], info["quantization"], info["dtype"]) == ("torch", None, "float32")
