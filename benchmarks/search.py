@@ -1,19 +1,20 @@
 """Exact and HNSW search: sentembed against sentence-transformers' util.semantic_search.
 
     python benchmarks/search.py                      # 1M x 768, 100 queries, top-10, 2 threads
-    python benchmarks/search.py --n 200000 --rounds 2 --hnsw-n 50000   # a quicker look
+    python benchmarks/search.py --rows 200000 --rounds 2 --hnsw-n 50000   # a quicker look
 
 What it reports:
 - exact search seconds, same threads, runs alternating, median of --rounds, for
   util.semantic_search (cosine, the reference's score), sentembed's `semantic_search` on the same
-  array (fp32 all the way) and sentembed's `Index` holding the same vectors (exact too: a bf16
-  copy picks the candidates with a proven error bound, fp32 re-scores them; prefilter.py);
-  the ratios to the reference (goal >= 4x);
+  array (fp32 all the way) and sentembed's `Index` holding the same vectors, exact too, twice:
+  scanning its int8 copy (int8_scan.py; goal >= 8x the reference) and a bf16 copy written
+  beside it for the comparison (prefilter.py); each copy picks the candidates with a proven
+  error bound and fp32 re-scores them; the ratios to the reference;
 - results agree (same top-10 ids);
 - peak memory of each, measured in a fresh process over the same memory-mapped corpus (the
-  index over its own files):
-  peak RSS growth during the search / corpus bytes (goal <= 1.2x). File pages of the memory map
-  count too, so reading the whole corpus shows as about 1.0x;
+  index over its own files): peak RSS growth during the search / fp32 corpus bytes (goals:
+  the index through int8 <= 0.3x, semantic_search <= 1.2x). File pages of the memory maps count
+  too, so reading the whole fp32 corpus shows as about 1.0x, the int8 copy as about 0.25x;
 - the share of the fp32 GEMM ceiling, measured here on a 2048x768x3072 GEMM;
 - HNSW (FAISS, M=32) on the first --hnsw-n rows: queries/s at the smallest efSearch reaching
   recall@10 >= 0.95 against exact, as a ratio to exact search's queries/s on the same rows;
@@ -84,10 +85,30 @@ def build_index(path: Path, corpus: np.ndarray) -> None:
     idx.close()
 
 
-def open_index(path: Path, d: int):
-    from sentembed.search import Index
+def add_bf16_copies(path: Path, d: int) -> None:
+    """A bf16 copy beside each segment that has none (no commit names it: the benchmark reads it)."""
+    from sentembed.search.prefilter import write_shadow
 
-    return Index.open(path, StoredVectors(d))
+    for seg in sorted((path / "vectors").glob("*.f32")):
+        if not seg.with_suffix(".bf16").exists():
+            rows = np.memmap(seg, dtype=np.float32, mode="r").reshape(-1, d)
+            write_shadow(seg.with_suffix(".bf16"), [rows])
+
+
+def open_index(path: Path, d: int, copy: str = "int8"):
+    """The index, scanning its int8 copy, or its bf16 one: opened (on a first search) with the
+    int8 copy set aside."""
+    from sentembed.search import Index, int8_scan
+
+    idx = Index.open(path, StoredVectors(d))
+    if copy == "bf16":
+        pays = int8_scan.int8_scan_pays
+        int8_scan.int8_scan_pays = lambda: False
+        try:
+            idx.search_many(queries(d, 1), 1)
+        finally:
+            int8_scan.int8_scan_pays = pays
+    return idx
 
 
 def run_index(q, idx, k):
@@ -120,9 +141,15 @@ def worker(args) -> None:
     warnings.simplefilter("ignore")
     corpus = np.memmap(args.path, dtype=np.float32, mode="r", shape=(args.n, args.d))
     q = queries(args.d, args.nq)
-    fn = {"ours": run_ours, "reference": run_reference, "index": run_index}[args.worker]
-    fn(q, corpus[:1000], args.k) if args.worker != "index" else run_ours(q, corpus[:1000], args.k)  # warm-up on a sliver
-    if args.worker == "index":
+    fn = {"ours": run_ours, "reference": run_reference, "index-int8": run_index, "index-bf16": run_index}[args.worker]
+    index = args.worker.startswith("index")
+    fn(q, corpus[:1000], args.k) if not index else run_ours(q, corpus[:1000], args.k)  # warm-up on a sliver
+    if index:
+        from sentembed.search import int8_scan, prefilter
+
+        if args.worker == "index-bf16":
+            int8_scan.int8_scan_pays = lambda: False  # this process scans the bf16 copies
+        int8_scan.int8_scan_pays(), prefilter.bf16_scan_pays()  # measured once a process: not the search's memory
         corpus = open_index(Path(args.path).with_suffix(".index"), args.d)
     base = status_kb("VmRSS")
     # Reset the peak-RSS mark (Linux: "5" > clear_refs), so VmHWM is the peak of the search alone.
@@ -214,7 +241,7 @@ def ivfpq_bench(corpus: np.ndarray, q: np.ndarray, k: int, n: int, threads: int)
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--n", "--rows", dest="n", type=int, default=1_000_000, help="corpus rows")
     p.add_argument("--d", type=int, default=768)
     p.add_argument("--nq", type=int, default=100)
     p.add_argument("--k", type=int, default=10)
@@ -225,7 +252,7 @@ def main() -> None:
     p.add_argument("--dir", default=None, help="where to write the temporary corpus file")
     p.add_argument("--output", default=None, help="write the results as JSON here (the chart goes beside it, .png; "
                    "without --output: benchmarks/results/search.png)")
-    p.add_argument("--worker", choices=["ours", "reference", "index"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["ours", "reference", "index-int8", "index-bf16"], help=argparse.SUPPRESS)
     p.add_argument("--path", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -240,27 +267,32 @@ def main() -> None:
     make_corpus(path, args.n, args.d)
     corpus_bytes = args.n * args.d * 4
     from sentembed.model.cpu import cpu
+    from sentembed.search.int8_scan import int8_scan_pays
     from sentembed.search.prefilter import bf16_scan_pays
 
-    print(f"CPU: {cpu().describe()}; the index scans {'its bf16 copy' if bf16_scan_pays() else 'fp32'} here")
+    print(f"CPU: {cpu().describe()}; faster than fp32 here: int8 {'yes' if int8_scan_pays() else 'no'}, "
+          f"bf16 {'yes' if bf16_scan_pays() else 'no'} (where no, that index line scans fp32)")
     print(f"corpus: {args.n:,} x {args.d} unit vectors, {corpus_bytes / 2**30:.2f} GiB memory-mapped "
           f"({time.perf_counter() - t:.0f} s to write); {args.nq} queries, top-{args.k}, {args.threads} threads")
     corpus = np.memmap(path, dtype=np.float32, mode="r", shape=(args.n, args.d))
     t = time.perf_counter()
     build_index(path.with_suffix(".index"), corpus)
     print(f"index built in {time.perf_counter() - t:.0f} s")
-    idx = open_index(path.with_suffix(".index"), args.d)
+    add_bf16_copies(path.with_suffix(".index"), args.d)
     q = queries(args.d, args.nq)
-    runs = {"index": lambda: run_index(q, idx, args.k), "semantic_search": lambda: run_ours(q, corpus, args.k),
-            "sentence-transformers": lambda: run_reference(q, corpus, args.k)}
-    run_ours(q, corpus[:1000], args.k)
-    run_reference(q, corpus[:1000], args.k)
     # The index's first search after opening checks every file's checksum (a pass over all its
     # bytes) and measures which copy scans fastest here: timed apart, as a server pays it once.
     t = time.perf_counter()
+    idx = open_index(path.with_suffix(".index"), args.d)
     run_index(q, idx, args.k)
     first_search = time.perf_counter() - t
     print(f"index: first search after opening {first_search:.2f} s (checksums of every file read)", flush=True)
+    idx16 = open_index(path.with_suffix(".index"), args.d, "bf16")
+    runs = {"index-int8": lambda: run_index(q, idx, args.k), "index-bf16": lambda: run_index(q, idx16, args.k),
+            "semantic_search": lambda: run_ours(q, corpus, args.k),
+            "sentence-transformers": lambda: run_reference(q, corpus, args.k)}
+    run_ours(q, corpus[:1000], args.k)
+    run_reference(q, corpus[:1000], args.k)
     times = {name: [] for name in runs}
     ids = {}
     for r in range(args.rounds):
@@ -269,8 +301,9 @@ def main() -> None:
             t = time.perf_counter()
             ids[name] = runs[name]()
             times[name].append(time.perf_counter() - t)
+    ours = ("index-int8", "index-bf16", "semantic_search")
     agree = {name: float(np.mean([set(a) == set(b) for a, b in zip(ids[name], ids["sentence-transformers"])]))
-             for name in ("index", "semantic_search")}
+             for name in ours}
     med = {k: float(np.median(v)) for k, v in times.items()}
     ceiling = gemm_ceiling(args.threads)
     ceiling_bf16 = gemm_ceiling(args.threads, torch.bfloat16)
@@ -280,30 +313,33 @@ def main() -> None:
         "n": args.n, "d": args.d, "queries": args.nq, "top_k": args.k, "threads": args.threads,
         "seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},
         "median_s": {k: round(v, 3) for k, v in med.items()},
-        "speedup": {k: round(ref / med[k], 2) for k in ("index", "semantic_search")},
+        "speedup": {k: round(ref / med[k], 2) for k in ours},
         "index_first_search_s": round(first_search, 3),
         "same_top10": agree,
         "gemm_ceiling_gflops": round(ceiling, 1), "bf16_gemm_ceiling_gflops": round(ceiling_bf16, 1),
-        "index_share_of_bf16_ceiling": round(flop / med["index"] / 1e9 / ceiling_bf16, 3),
-        "share_of_fp32_ceiling": {k: round(flop / med[k] / 1e9 / ceiling, 3) for k in ("index", "semantic_search")},
+        "index_bf16_share_of_bf16_ceiling": round(flop / med["index-bf16"] / 1e9 / ceiling_bf16, 3),
+        "share_of_fp32_ceiling": {k: round(flop / med[k] / 1e9 / ceiling, 3) for k in ours},
     }
-    for name in ("index", "semantic_search"):
+    goals = {"index-int8": "goal >= 8x", "index-bf16": "beside int8", "semantic_search": "goal >= 4x"}
+    for name in ours:
         print(f"exact, {name}: {med[name]:.3f} s vs sentence-transformers {ref:.3f} s -> {ref / med[name]:.2f}x "
-              f"(goal >= 4x); same top-10 for {agree[name]:.0%} of queries; "
+              f"({goals[name]}); same top-10 for {agree[name]:.0%} of queries; "
               f"{flop / med[name] / 1e9:.0f} GFLOP/s-equivalent = {flop / med[name] / 1e9 / ceiling:.0%} of the fp32 ceiling")
     print(f"GEMM ceilings here (2048x768x3072): fp32 {ceiling:.0f} GFLOP/s, bf16 {ceiling_bf16:.0f}; the index's "
-          f"bf16 scan reached {result['index_share_of_bf16_ceiling']:.0%} of the bf16 one")
+          f"bf16 scan reached {result['index_bf16_share_of_bf16_ceiling']:.0%} of the bf16 one")
     idx.close()
+    idx16.close()
     mem = {}
-    for w in ("index", "ours", "reference"):
+    for w in ("index-int8", "index-bf16", "ours", "reference"):
         out = subprocess.run([sys.executable, __file__, "--worker", w, "--path", str(path), "--n", str(args.n),
                               "--d", str(args.d), "--nq", str(args.nq), "--k", str(args.k), "--threads", str(args.threads)],
                              capture_output=True, text=True, check=True)
         m = json.loads(out.stdout.strip().splitlines()[-1])
         mem[w] = round((m["peak_kb"] - m["base_kb"]) * 1024 / corpus_bytes, 3)
     result["peak_memory_over_corpus"] = mem
-    print(f"peak RSS growth / corpus bytes: index {mem['index']:.2f}x, semantic_search {mem['ours']:.2f}x "
-          f"(goal <= 1.2x), sentence-transformers {mem['reference']:.2f}x")
+    print(f"peak RSS growth / fp32 corpus bytes: index through int8 {mem['index-int8']:.2f}x (goal <= 0.3x), "
+          f"through bf16 {mem['index-bf16']:.2f}x, semantic_search {mem['ours']:.2f}x (goal <= 1.2x), "
+          f"sentence-transformers {mem['reference']:.2f}x")
     del corpus
     if args.hnsw_n:
         corpus = np.memmap(path, dtype=np.float32, mode="r", shape=(args.n, args.d))

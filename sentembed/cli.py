@@ -100,11 +100,13 @@ def _system() -> dict:
 
     from .backends.int8 import compile_pays
     from .model.cpu import choose_dtype, cpu
+    from .search.int8_scan import int8_scan_pays
     from .search.prefilter import bf16_scan_pays
 
     return {**cpu().to_dict(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "dtype_auto": choose_dtype("auto"), "int8_compiled": compile_pays(),
-            "index_scan": "bf16 copy, fp32 re-scoring" if bf16_scan_pays() else "fp32"}
+            "index_scan": "int8 copy, fp32 re-scoring" if int8_scan_pays()
+            else "bf16 copy, fp32 re-scoring" if bf16_scan_pays() else "fp32"}
 
 
 @app.command()

@@ -22,18 +22,30 @@ from typing import Callable
 import numpy as np
 
 from ..io import fsync_dir
+from ..model.cpu import cpu
 from . import ann, integrity, lexical
+from .int8_scan import write_int8
 from .prefilter import write_shadow
 from .store import BUMP_GENERATION, Catalog, Segment, Snapshot
-from .view import OpenFiles, View, shadow_file
+from .view import OpenFiles, View, int8_file, segment_files, shadow_file
 
 # Rewrite (dropping deleted rows) on add once more than this share of the rows is deleted.
 REWRITE_DELETED_SHARE = 0.5
 
 
+def copies_to_write() -> list[tuple[Callable[[str], str], Callable]]:
+    """(file name of, writer) of the copy each segment gets: the int8 one (its scan runs about
+    twice as fast as bf16's where both are native; int8_scan.py), also on a CPU that scans
+    neither, so that an index built there is ready for one that does; bf16 only on a CPU with
+    native bf16 and no int8 dot products. Chosen by what the CPU has, not by a timing, so a busy
+    machine writes the same files as a quiet one."""
+    return [(shadow_file, write_shadow)] if cpu().bf16 and not cpu().vnni else [(int8_file, write_int8)]
+
+
 def write_segment(directory: Path, seg: Segment, matrices: list[np.ndarray], shadow: bool) -> dict[str, str]:
-    """Write float32 rows (and, with `shadow`, their bf16 copy) to new files, fsynced before any
-    commit names them; returns their checksums, as the catalog's state keys (integrity.py)."""
+    """Write float32 rows (and, with `shadow`, their fast copy: `copies_to_write`) to new files,
+    fsynced before any commit names them; returns their checksums, as the catalog's state keys
+    (integrity.py)."""
     path = directory / seg.file
     with open(path, "wb") as f:
         for m in matrices:
@@ -42,10 +54,28 @@ def write_segment(directory: Path, seg: Segment, matrices: list[np.ndarray], sha
         os.fsync(f.fileno())
     names = [seg.file]
     if shadow:
-        write_shadow(directory / shadow_file(seg.file), matrices)
-        names.append(shadow_file(seg.file))
+        for name_of, write in copies_to_write():
+            write(directory / name_of(seg.file), matrices)
+            names.append(name_of(seg.file))
     fsync_dir(path.parent)
     return {integrity.key(name): integrity.checksum(directory / name) for name in names}
+
+
+def write_missing_copies(directory: Path, catalog: Catalog, snap: Snapshot, seg: Segment, rows: np.ndarray) -> None:
+    """Give a committed segment the fast copy it lacks (or holds damaged), in one commit: what
+    `compact()` does for an index of one segment, which it has nothing else to rewrite for. The
+    copy is renamed into place whole, so a reader sees it complete or not at all."""
+    sums = {}
+    for name_of, write in copies_to_write():
+        name = name_of(seg.file)
+        path = directory / name
+        if path.is_file() and not integrity.check(path, path, snap.state.get(integrity.key(name))):
+            continue
+        write(path, [rows])
+        sums[integrity.key(name)] = integrity.checksum(path)
+    if sums:
+        fsync_dir(directory / "vectors")
+        catalog.commit_segments((seg,), seg, sums)
 
 
 def write_ann(directory: Path, kind: str, similarity: str, params: ann.AnnParams, view: View | None,
@@ -89,14 +119,17 @@ def rewrite_due(snap: Snapshot) -> bool:
 
 
 def merge(directory: Path, files: OpenFiles, catalog: Catalog, snap: Snapshot, count: int, shadow: bool) -> int:
-    """Merge the last `count` segments of `snap` into one (the caller holds the writer lock)."""
+    """Merge the last `count` segments of `snap` into one (the caller holds the writer lock);
+    `count` 1 (`compact()` of an index of one segment): write the copy it lacks, if any."""
     old = snap.segments[len(snap.segments) - count:]
     if len(old) < 2:
+        if old and shadow:
+            write_missing_copies(directory, catalog, snap, old[0], files.hold(snap)[0][-1].rows)
         return len(old)
     held, _ = files.hold(snap)
     merged = next_segment(snap, old[0].first_row, sum(s.n_rows for s in old))
     sums = write_segment(directory, merged, [h.rows for h in held[len(held) - count:]], shadow)
-    catalog.commit_segments(old, merged, sums, [integrity.key(n) for s in old for n in (s.file, shadow_file(s.file))])
+    catalog.commit_segments(old, merged, sums, [integrity.key(n) for s in old for n in segment_files(s.file)])
     _remove(directory, old)
     return len(old)
 
@@ -112,7 +145,7 @@ def rewrite(directory: Path, files: OpenFiles, catalog: Catalog, snap: Snapshot,
             for a, b in _runs(keep[h.segment.first_row : h.segment.first_row + h.segment.n_rows])]
     n_live = int(keep.sum())
     seg = next_segment(snap, 0, n_live)
-    sums = write_segment(directory, seg, live, shadow)
+    sums = write_segment(directory, seg, live or [np.zeros((0, files.dimension), np.float32)], shadow)
     state = sums | build_ann(np.concatenate(live) if live else np.zeros((0, files.dimension), np.float32), seg.seg)
     new_of = np.cumsum(keep) - 1  # old row -> new row, for the rows kept
     _commit_rewrite(catalog, snap, seg, np.flatnonzero(keep), new_of[keep], state)
@@ -184,6 +217,6 @@ def _rebuild_lexical(cur, chunked: bool, batch: int = 2000) -> None:
 
 
 def _remove(directory: Path, segments: tuple[Segment, ...]) -> None:
-    for s in segments:  # the segment first: readers open its bf16 copy first (view.py)
-        (directory / s.file).unlink(missing_ok=True)
-        (directory / shadow_file(s.file)).unlink(missing_ok=True)
+    for s in segments:
+        for name in segment_files(s.file):  # the segment first: readers open its copy first (view.py)
+            (directory / name).unlink(missing_ok=True)

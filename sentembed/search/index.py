@@ -39,7 +39,7 @@ from .lexical import match_expression
 from .manifest import VERSION, check_encoder, new_manifest, read_manifest, write_manifest
 from .searching import Hit, rank
 from .store import Catalog, Snapshot, disk_size
-from .view import OpenFiles, View, shadow_file
+from .view import OpenFiles, View, segment_files
 
 # The mode of a search that names none, where the index has a lexical table (else "dense").
 # Dense until the SciFact measurement of benchmarks/retrieval.py decides otherwise.
@@ -293,7 +293,7 @@ class Index:
     def _cleanup(self) -> None:
         """Remove files a killed writer left behind: whatever no commit names."""
         snap = self._snap()
-        named = {s.file for s in snap.segments} | {shadow_file(s.file) for s in snap.segments}
+        named = {name for s in snap.segments for name in segment_files(s.file)}
         named.add(snap.state.get("ann_file", ""))
         for f in list((self.path / "vectors").iterdir()) + list(self.path.glob("ann-*")):
             rel = str(f.relative_to(self.path))
@@ -351,8 +351,8 @@ class Index:
 
     @property
     def _shadowed(self) -> bool:
-        """Whether segments get a bf16 copy, which makes exact inner-product search twice as
-        fast (prefilter.py)."""
+        """Whether segments get a fast copy (int8, or bf16 where only that pays), which makes
+        exact inner-product search two to four times as fast (compaction.copies_to_write)."""
         return self.similarity in ("cosine", "dot")
 
     def _write_ann(self, snap: Snapshot, vecs: np.ndarray, seg_no: int, rebuild: bool = False) -> dict[str, str]:

@@ -1,11 +1,12 @@
 """Checksums of an index's vector files: damage is found and named, never searched silently.
 
-Each segment file and its bf16 copy get a CRC-32 when written; the transaction that names the
-file stores it in the catalog's state (key "crc:" + file). A reader checks a file when it first
-opens it (view.py): a damaged segment refuses the search with the file named (`IndexDamaged`);
-a damaged bf16 copy is set aside with a warning and the search scans the fp32 rows, with the
-same results. `verify` checks every file of a committed state (`sentembed index verify`).
-Indexes written before checksums existed carry none: their files are checked for size only.
+Each segment file and its copy (int8 or bf16) get a CRC-32 when written; the transaction that
+names the file stores it in the catalog's state (key "crc:" + file). A reader checks a file when
+it first opens it (view.py): a damaged segment refuses the search with the file named
+(`IndexDamaged`); a damaged copy is set aside with a warning and the search scans another copy
+or the fp32 rows, with the same results (`compact()` writes it again). `verify` checks every
+file of a committed state (`sentembed index verify`). Indexes written before checksums existed
+carry none: their segments are checked for size only.
 """
 from __future__ import annotations
 
@@ -57,26 +58,25 @@ def check(file: Path | BinaryIO, name: Path, expected: str | None) -> str | None
 
 def verify(directory: Path, snap: Snapshot, dimension: int, shadows: bool) -> list[str]:
     """Every problem with the files of `snap` (empty: all intact). `shadows`: the index keeps
-    bf16 copies (cosine and dot)."""
-    from .view import shadow_file
+    fast copies (cosine and dot); each one there, or named by the state's checksums, is checked."""
+    from .view import copy_files
 
     problems = []
     for seg in snap.segments:
-        files = [(seg.file, seg)] + ([(shadow_file(seg.file), None)] if shadows else [])
-        for name, segment in files:
-            path = directory / name
+        for name in [seg.file] + (copy_files(seg.file) if shadows else []):
+            path, expected = directory / name, snap.state.get(key(name))
             if not path.is_file():
-                problems.append(f"{path} is missing")
+                if name == seg.file or expected is not None:
+                    problems.append(f"{path} is missing")
                 continue
             size = path.stat().st_size
-            if segment is not None and size != segment.n_rows * dimension * 4:
-                problems.append(f"{path} has {size} bytes, the catalog expects {segment.n_rows * dimension * 4}")
+            if name == seg.file and size != seg.n_rows * dimension * 4:
+                problems.append(f"{path} has {size} bytes, the catalog expects {seg.n_rows * dimension * 4}")
                 continue
-            problem = check(path, path, snap.state.get(key(name)))
+            problem = check(path, path, expected)
             if problem:
                 problems.append(problem)
     ann = snap.state.get("ann_file")
     if ann and not (directory / ann).is_file():
         problems.append(f"{directory / ann} is missing")
     return problems
-

@@ -14,18 +14,14 @@ The bound, for a query q and a corpus row c (both fp32), a = bf16(q), b = bf16(c
 
 with gamma_d = d 2^-24 / (1 - d 2^-24). Writing D for the sum of the first four lines (taken
 with the corpus's largest |b - c| and |c|), the approximate score r and the exact one f obey
-|r - f| <= D + u'|r|, u' = u / (1 - u) (0 when the product stays fp32).
-
-Let t be the k-th largest approximate score seen. The k rows behind it have f >= h(t) - D, with
-h(r) = r - u'|r| increasing, so the k-th best exact score F_k >= h(t) - D. A row that can still
-reach F_k has g(r) = r + u'|r| >= F_k - D >= h(t) - 2D, that is r >= g^-1(h(t) - 2D). Rows
-below that floor are dropped; the rest are re-scored in fp32 (`Bound.floor`).
+|r - f| <= D + u'|r|, u' = u / (1 - u) (0 when the product stays fp32). exact.py keeps the rows
+that can still reach the k-th best exact score within that bound; int8_scan.py is the same idea
+with an int8 copy, where each row has its own D.
 """
 from __future__ import annotations
 
 import functools
 import math
-import os
 import struct
 import time
 import warnings
@@ -36,6 +32,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from ..io import atomic_write
 from ..model.cpu import cpu
 
 BF16_ROUNDOFF = 2.0 ** -8
@@ -70,9 +67,10 @@ def to_bf16(vectors: np.ndarray | torch.Tensor) -> tuple[np.ndarray, float, floa
 
 
 def write_shadow(path: Path, matrices: Iterable[np.ndarray]) -> None:
-    """Write the bf16 copy of fp32 `matrices` (rows in order), then a trailer with the bound's norms; fsynced."""
+    """Write the bf16 copy of fp32 `matrices` (rows in order), then a trailer with the bound's
+    norms, whole or not at all (a temporary file renamed into place, fsynced)."""
     max_norm = max_error = 0.0
-    with open(path, "wb") as f:
+    with atomic_write(path) as f:
         for matrix in matrices:
             # A slice at a time: the norms are taken in float64, four times the fp32 bytes.
             for start in range(0, len(matrix), WRITE_ROWS):
@@ -80,8 +78,6 @@ def write_shadow(path: Path, matrices: Iterable[np.ndarray]) -> None:
                 f.write(bits.tobytes())
                 max_norm, max_error = max(max_norm, norm), max(max_error, err)
         f.write(TRAILER.pack(MAGIC, max_norm, max_error))
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def read_shadow(path: Path, n_rows: int, dim: int) -> Shadow | None:
@@ -122,18 +118,21 @@ def bf16_scan_pays() -> bool:
     gen = torch.Generator().manual_seed(0)
     queries, rows = torch.randn(64, 768, generator=gen), torch.randn(8192, 768, generator=gen)
     q16, r16 = queries.bfloat16(), rows.bfloat16()
-    fp32 = _best_time(lambda: queries @ rows.T)
-    bf16 = _best_time(lambda: bf16_scores(q16, r16))
+    fp32, bf16 = best_times(lambda: queries @ rows.T, lambda: bf16_scores(q16, r16))
     return bf16 < 0.8 * fp32
 
 
-def _best_time(run: Callable[[], object], repeats: int = 3) -> float:
-    run()  # warm-up: first calls build kernels
-    best = math.inf
+def best_times(*runs: Callable[[], object], repeats: int = 5) -> list[float]:
+    """The best time of each run, taken in turns: a busy spell on a shared machine slows all
+    of them, not one."""
+    for run in runs:
+        run()  # warm-up: first calls build kernels
+    best = [math.inf] * len(runs)
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
+        for i, run in enumerate(runs):
+            start = time.perf_counter()
+            run()
+            best[i] = min(best[i], time.perf_counter() - start)
     return best
 
 
@@ -143,20 +142,14 @@ def _rounds_to_bf16() -> bool:
     return bf16_scores(a, a).dtype == torch.bfloat16
 
 
-@dataclass(frozen=True)
-class Bound:
-    """|approximate - exact| <= slack + rel * |approximate|, per query; Bound.exact() is 0."""
+class Bf16Scan:
+    """One block of fp32 queries against bf16 copies: the bf16 queries, their scores and the bound.
 
-    slack: torch.Tensor  # float64 (n_queries,)
-    rel: float
+    `slack` (float64, per query) is D above, for every row alike; `rel` is u' (0 when the
+    product stays fp32).
+    """
 
-    @classmethod
-    def exact(cls, n_queries: int) -> "Bound":
-        return cls(torch.zeros(n_queries, dtype=torch.float64), 0.0)
-
-    @classmethod
-    def for_queries(cls, queries: torch.Tensor, shadows: list[Shadow]) -> tuple["Bound", torch.Tensor]:
-        """The bound for fp32 `queries` against rows with these shadows, and the bf16 queries."""
+    def __init__(self, queries: torch.Tensor, shadows: list[Shadow]) -> None:
         a = queries.to(torch.bfloat16)
         q64, a64 = queries.double(), a.double()
         q_norm = torch.linalg.vector_norm(q64, dim=1)
@@ -169,17 +162,13 @@ class Bound:
         gamma = d * FP32_ROUNDOFF / (1 - d * FP32_ROUNDOFF)
         slack = q_err * b_max + q_norm * e_max + gamma * (a_norm * b_max + q_norm * c_max)
         # Head-room for evaluating the bound itself in float64.
-        slack = slack * (1 + 1e-9) + 1e-30
-        rel = BF16_ROUNDOFF / (1 - BF16_ROUNDOFF) if _rounds_to_bf16() else 0.0
-        return cls(slack, rel), a
+        self.slack = slack * (1 + 1e-9) + 1e-30
+        self.rel = BF16_ROUNDOFF / (1 - BF16_ROUNDOFF) if _rounds_to_bf16() else 0.0
+        self.q16 = a
 
-    def floor(self, kth: torch.Tensor) -> torch.Tensor:
-        """Lowest approximate score a row can have and still be in the exact top k.
+    def scores(self, shadow: Shadow, start: int, stop: int) -> tuple[torch.Tensor, None]:
+        """Approximate scores of rows [start, stop) (no per-query scale: None)."""
+        return bf16_scores(self.q16, shadow.rows(start, stop)), None
 
-        `kth` (float64) is the k-th largest approximate score seen so far, per query.
-        """
-        if self.rel == 0.0:
-            return kth - 2 * self.slack
-        h = kth - self.rel * kth.abs()
-        y = h - 2 * self.slack
-        return torch.where(y >= 0, y / (1 + self.rel), y / (1 - self.rel))
+    def row_slack(self, shadow: Shadow, start: int, q: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.slack[q]

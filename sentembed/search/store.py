@@ -7,7 +7,8 @@ Layout of an index directory::
                            lexical (FTS5 over the passages; lexical.py), segments, state (generation,
                            documents, next_id, ann_file, crc:FILE checksums; integrity.py)
     vectors/seg-000001.f32 raw float32 rows; never modified once committed
-    vectors/seg-000001.bf16 their bfloat16 copy for fast exact search (cosine and dot; prefilter.py)
+    vectors/seg-000001.i8  their int8 copy for fast exact search (cosine and dot; int8_scan.py)
+    vectors/seg-000001.bf16 or a bfloat16 one (older indexes, CPUs where only bf16 pays; prefilter.py)
     ann-000003.faiss       the ANN structure of the committed state (hnsw / ivfpq only)
 
 A vector row is a passage: a span of a document's text (the whole text unless the index
@@ -19,7 +20,8 @@ once a SQLite transaction names it. A writer killed half-way leaves files that n
 names; readers never look at them and the next writer removes them. Readers need no lock: a
 reader reads the catalog inside one read transaction (`Catalog.read`: SQLite in WAL mode keeps
 its snapshot whatever commits meanwhile) and holds the files that snapshot names open, so a
-compaction that removes them later cannot pull them away (view.py). Committed files never change.
+compaction that removes them later cannot pull them away (view.py). Committed files never change;
+only a copy a segment lacks (or holds damaged) is written for it later, renamed into place whole.
 """
 from __future__ import annotations
 

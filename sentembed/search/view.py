@@ -19,8 +19,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from . import ann, integrity, prefilter
+from . import ann, int8_scan, integrity, prefilter
 from .exact import Block
+from .int8_scan import Int8Copy, read_int8
 from .prefilter import Shadow, read_shadow
 from .store import Catalog, Segment, Snapshot, open_segment, read_rows
 
@@ -30,14 +31,37 @@ def shadow_file(seg_file: str) -> str:
     return seg_file.rsplit(".", 1)[0] + ".bf16"
 
 
+def int8_file(seg_file: str) -> str:
+    """The int8 copy's file beside a segment's."""
+    return seg_file.rsplit(".", 1)[0] + ".i8"
+
+
+def copy_files(seg_file: str) -> list[str]:
+    """The files of a segment's copies, whichever it has: int8, bf16."""
+    return [int8_file(seg_file), shadow_file(seg_file)]
+
+
+def segment_files(seg_file: str) -> list[str]:
+    """Every file a segment may have: its fp32 rows and its copies."""
+    return [seg_file, *copy_files(seg_file)]
+
+
+def scanned_copies() -> list[tuple[Any, Any]]:
+    """(file name of, reader) of the copies this CPU scans faster than fp32, the faster first:
+    int8 (its products are about twice as fast as bf16's where both are native), then bf16."""
+    kinds = [(int8_file, read_int8)] if int8_scan.int8_scan_pays() else []
+    return kinds + ([(shadow_file, read_shadow)] if prefilter.bf16_scan_pays() else [])
+
+
 @dataclass
 class SegmentFile:
-    """One committed segment, open: its rows mapped, the file held for reading rows, its bf16 copy."""
+    """One committed segment, open: its rows mapped, the file held for reading rows, the copy
+    that is scanned (int8 or bf16, or None: its fp32 rows)."""
 
     segment: Segment
     rows: np.ndarray
     file: BinaryIO
-    shadow: Shadow | None
+    copy: Shadow | Int8Copy | None
 
 
 class OpenFiles:
@@ -52,8 +76,8 @@ class OpenFiles:
         """The files of `snap` (segments in row order, the ANN structure or None), all open.
 
         Raises FileNotFoundError when one is gone: a later commit replaced it."""
-        # The bf16 copy is opened before its segment: a compaction removes the segment first,
-        # so a copy found means its segment was still there too, or the open below fails.
+        # A copy is opened before its segment: a compaction removes the segment first, so a
+        # copy found means its segment was still there too, or the open below fails.
         held = [self._segments.get(s.file) or self._open(s, snap.state) for s in snap.segments]
         name = snap.state.get("ann_file")
         if name and (self._ann is None or self._ann[0] != name):
@@ -62,16 +86,9 @@ class OpenFiles:
         return held, self._ann[1] if name and self._ann else None
 
     def _open(self, seg: Segment, state: dict[str, str]) -> SegmentFile:
-        """Open a segment and, where this CPU reads it, its bf16 copy; each checked against the
-        checksum its commit recorded (integrity.py), once, here."""
-        shadow = None
-        if prefilter.bf16_scan_pays():  # on other CPUs fp32 scans faster: the copy is never read
-            path = self.path / shadow_file(seg.file)
-            problem = integrity.check(path, path, state.get(integrity.key(shadow_file(seg.file)))) if path.is_file() else None
-            if problem:
-                warnings.warn(f"{problem}; searching its fp32 rows instead (sentembed index verify {self.path})")
-            else:
-                shadow = read_shadow(path, seg.n_rows, self.dimension)
+        """Open a segment and, where this CPU scans one faster, its copy; each checked against
+        the checksum its commit recorded (integrity.py), once, here."""
+        copy = self._open_copy(seg, state)
         file = open(self.path / seg.file, "rb", buffering=0)
         try:
             problem = integrity.check(file, self.path / seg.file, state.get(integrity.key(seg.file)))
@@ -82,8 +99,24 @@ class OpenFiles:
         except BaseException:
             file.close()
             raise
-        held = self._segments[seg.file] = SegmentFile(seg, rows, file, shadow)
+        held = self._segments[seg.file] = SegmentFile(seg, rows, file, copy)
         return held
+
+    def _open_copy(self, seg: Segment, state: dict[str, str]) -> Shadow | Int8Copy | None:
+        """The fastest intact copy of `seg` this CPU scans; a damaged one is set aside with a warning."""
+        for name_of, read in scanned_copies():
+            name = name_of(seg.file)
+            path = self.path / name
+            if not path.is_file():
+                continue
+            problem = integrity.check(path, path, state.get(integrity.key(name)))
+            if problem:
+                warnings.warn(f"{problem}; searching without it (sentembed index verify {self.path})")
+                continue
+            copy = read(path, seg.n_rows, self.dimension)
+            if copy is not None:
+                return copy
+        return None
 
     def _drop(self, keep: set[str]) -> None:
         for name in [n for n in self._segments if n not in keep]:
@@ -106,7 +139,7 @@ class View:
         self.segments, self._ann = files.hold(snap)
 
     def blocks(self) -> list[Block]:
-        return [Block(s.segment.first_row, s.rows, s.shadow, take=functools.partial(read_rows, s.file, self.dimension))
+        return [Block(s.segment.first_row, s.rows, s.copy, take=functools.partial(read_rows, s.file, self.dimension))
                 for s in self.segments]
 
     def gather(self, rows: np.ndarray) -> np.ndarray:

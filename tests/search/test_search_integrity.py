@@ -1,22 +1,29 @@
 """Damage is found and named: `Index.verify` / `sentembed index verify` and the first search
-that opens a damaged file (flipped bytes, same size). A damaged bf16 copy is set aside (the
-search scans fp32, same results, with a warning); a damaged segment refuses the search."""
+that opens a damaged file (flipped bytes, same size). A damaged int8 or bf16 copy is set aside
+(the search scans fp32, same results, with a warning) and `compact()` writes it again; a
+damaged segment refuses the search."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from sentembed.search import Index, prefilter
+from sentembed.search import Index, compaction, int8_scan, prefilter
+from sentembed.search.int8_scan import padded
 from sentembed.search.integrity import IndexDamaged
+from sentembed.search.view import int8_file, shadow_file
 
 from support import HashEncoder
 
 
-@pytest.fixture(autouse=True)
-def bf16_pays(monkeypatch):
-    """The bf16 copy is read only where it pays; here it always is, on any CPU."""
-    monkeypatch.setattr(prefilter, "bf16_scan_pays", lambda: True)
+@pytest.fixture(autouse=True, params=["i8", "bf16"])
+def kind(request, monkeypatch):
+    """A copy is written and read only where it pays; here the one under test always does, on any CPU."""
+    monkeypatch.setattr(prefilter, "bf16_scan_pays", lambda: request.param == "bf16")
+    monkeypatch.setattr(int8_scan, "int8_scan_pays", lambda: request.param == "i8")
+    written = (int8_file, int8_scan.write_int8) if request.param == "i8" else (shadow_file, prefilter.write_shadow)
+    monkeypatch.setattr(compaction, "copies_to_write", lambda: [written])
+    return request.param
 
 
 @pytest.fixture
@@ -46,10 +53,12 @@ def test_intact_index_verifies(built):
     assert r.exit_code == 0 and "intact" in r.output
 
 
-def test_damaged_bf16_copy_is_set_aside(built):
+def test_damaged_copy_is_set_aside_and_compact_writes_it_again(built, kind):
     path, enc, q, expected = built
-    copy = next((path / "vectors").glob("*.bf16"))
-    _flip(copy, 7 * 16 * 2, 16 * 2)  # row 7, the best hit, zeroed in the copy: it would be dropped
+    copy = next((path / "vectors").glob(f"*.{kind}"))
+    assert len(list((path / "vectors").iterdir())) == 2  # the segment and its one copy
+    row_bytes = padded(16) if kind == "i8" else 16 * 2
+    _flip(copy, 7 * row_bytes, row_bytes)  # row 7, the best hit, zeroed in the copy: it would be dropped
     problems = Index.open(path, enc).verify()
     assert len(problems) == 1 and copy.name in problems[0] and "damaged" in problems[0]
     with pytest.warns(UserWarning, match=copy.name):
@@ -57,6 +66,24 @@ def test_damaged_bf16_copy_is_set_aside(built):
     assert got == expected
     r = CliRunner().invoke(_app(), ["index", "verify", str(path)])
     assert r.exit_code == 1 and copy.name in r.output and "Traceback" not in r.output
+    idx = Index.open(path, enc)
+    with pytest.warns(UserWarning, match=copy.name):
+        idx.compact()  # one segment, nothing deleted: only the copy is written again
+    assert idx.verify() == []
+    got = [(h.id, round(h.score, 5)) for h in idx.search(q, top_k=5)]
+    assert got == expected
+
+
+def test_missing_copy_is_no_damage_unless_recorded(built, kind):
+    path, enc, q, expected = built
+    copy = next((path / "vectors").glob(f"*.{kind}"))
+    copy.unlink()
+    assert any("missing" in p and copy.name in p for p in Index.open(path, enc).verify())
+    got = [(h.id, round(h.score, 5)) for h in Index.open(path, enc).search(q, top_k=5)]
+    assert got == expected
+    idx = Index.open(path, enc)
+    idx.compact()
+    assert copy.is_file() and idx.verify() == []
 
 
 def test_damaged_segment_refuses_the_search(built):

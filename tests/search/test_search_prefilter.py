@@ -9,8 +9,10 @@ from hypothesis import strategies as st
 
 from sentembed.search import Index
 from sentembed.search import exact as exact_mod
+from sentembed.search.candidates import Candidates
 from sentembed.search.exact import Block, brute_force_topk, topk_blocks
-from sentembed.search.prefilter import Bound, Shadow, bf16_scores, to_bf16
+from sentembed.search.prefilter import Bf16Scan, Shadow, bf16_scores, to_bf16, write_shadow
+from sentembed.search.view import shadow_file
 
 from support import HashEncoder
 
@@ -18,9 +20,11 @@ from support import HashEncoder
 @pytest.fixture(autouse=True, scope="module")
 def bf16_scan():
     """These tests are about the bf16 scan and its bound: run it on every CPU, even where the
-    index would choose the fp32 scan for speed (CPUs without native bf16)."""
+    index would choose the fp32 scan for speed (CPUs without native bf16), or the int8 one."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("sentembed.search.prefilter.bf16_scan_pays", lambda: True)
+        patch.setattr("sentembed.search.int8_scan.int8_scan_pays", lambda: False)
+        patch.setattr("sentembed.search.compaction.copies_to_write", lambda: [(shadow_file, write_shadow)])
         yield
 
 
@@ -45,8 +49,8 @@ def test_bound_holds_for_every_pair(scale):
     c = np.concatenate([rng.standard_normal((3000, 384)).astype(np.float32) * scale,
                         _worst_case_rows(q[0], 500, rng) * scale])
     bits, norm, err = to_bf16(c)
-    bound, q16 = Bound.for_queries(torch.from_numpy(q), [Shadow(bits, norm, err)])
-    approx = bf16_scores(q16, torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16)).double()
+    bound = Bf16Scan(torch.from_numpy(q), [Shadow(bits, norm, err)])
+    approx = bf16_scores(bound.q16, torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16)).double()
     exact = torch.from_numpy(q.astype(np.float64) @ c.astype(np.float64).T)
     allowed = bound.slack.unsqueeze(1) + bound.rel * approx.abs()
     ratio = ((approx - exact).abs() / allowed).max()
@@ -55,14 +59,15 @@ def test_bound_holds_for_every_pair(scale):
 
 
 def test_floor_keeps_every_possible_winner():
-    bound = Bound(torch.tensor([0.01, 0.0], dtype=torch.float64), 2.0 ** -8)
-    kth = torch.tensor([0.5, -0.5], dtype=torch.float64)
-    floor = bound.floor(kth)
+    slack, rel = torch.tensor([0.01, 0.0, 0.02], dtype=torch.float64), 2.0 ** -8
+    cands = Candidates(3, 5, slack, rel)
+    kth = torch.tensor([0.5, -0.5, 0.0], dtype=torch.float64)  # lower bounds of the k-th best fp32 score
+    cands._raise_floor(kth)
     # A row at the floor, off by the most the bound allows, can still tie the weakest winner.
-    for f, t, d in zip(floor.tolist(), kth.tolist(), bound.slack.tolist()):
-        best_exact = f + d + bound.rel * abs(f)
-        worst_kth_exact = t - d - bound.rel * abs(t)
-        assert best_exact == pytest.approx(worst_kth_exact, abs=1e-12)
+    for f, t, d in zip(cands.floor.tolist(), kth.tolist(), slack.tolist()):
+        best_exact = f + d + rel * abs(f)
+        assert best_exact <= t
+        assert best_exact == pytest.approx(t, abs=1e-9)  # the head-room is all that is lost
 
 
 def _assert_exact_topk(got, q, c, k, sim="dot"):
