@@ -28,8 +28,9 @@ def _report(name: str, model: str, result: dict, primary: str, seconds: float, o
 
 # How to load the model, set once for every eval command (sentembed eval --dtype bfloat16 sts ...).
 _load_options: dict = {}
-# `eval retrieval --mode` measures a search index; evaluation does not import search, so the
-# top-level command line, which joins the two, sets this to sentembed.search's IndexRetriever.
+# `eval retrieval --mode` (and --rerank) measures a search index; evaluation does not import
+# search, so the top-level command line, which joins the two, sets this to sentembed.search's
+# IndexRetriever.
 index_retriever: Optional[Callable[..., Any]] = None
 
 
@@ -41,6 +42,18 @@ def _run(evaluator, model: str, batch_size: int) -> tuple[dict, float]:
     start = time.perf_counter()
     result = evaluator(enc)
     return result, time.perf_counter() - start
+
+
+def _reranker(name: Optional[str]) -> Any:
+    """The cross-encoder of --rerank (None without it), in the --dtype of the eval command."""
+    if name is None:
+        return None
+    import sentembed
+
+    try:
+        return sentembed.load_cross_encoder(name, dtype=_load_options.get("dtype"))
+    except (FileNotFoundError, ValueError) as err:  # no such model, or a bi-encoder given
+        raise typer.BadParameter(f"--rerank: {err}") from None
 
 
 def _evaluate_file(kind: str, evaluator_class, path: Path, model: str, batch_size: int, output: Optional[Path]) -> None:
@@ -82,17 +95,27 @@ def register(app: typer.Typer) -> None:
                   alpha: Optional[float] = typer.Option(None, help="hybrid: weigh normalised scores, dense alpha : lexical 1-alpha (default: RRF)"),
                   chunk_tokens: str = typer.Option("auto", help="--mode: passage window in tokens, 'auto' (fits the model) or 'none'"),
                   chunk_overlap: Optional[int] = typer.Option(None, help="--mode: tokens shared by consecutive windows (default: a sixth)"),
+                  rerank: Optional[str] = typer.Option(None, help="A cross-encoder (name or directory) that reorders "
+                                                       "each query's best --rerank-top-k documents; ranks through "
+                                                       "the index (--mode, default dense)"),
+                  rerank_top_k: Optional[int] = typer.Option(None, min=1, help="--rerank: documents reranked per query "
+                                                             "(default 100); the run holds no more"),
                   output: Optional[Path] = typer.Option(None, "--output", "-o")) -> None:
         """BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv): nDCG, MRR, MAP, Recall, P, accuracy @k."""
         from .retrieval import RetrievalEvaluator
 
         retriever = None
-        if mode is not None:
+        if rerank_top_k is not None and rerank is None:
+            raise typer.BadParameter("--rerank-top-k needs --rerank (the cross-encoder that reranks)")
+        if mode is not None or rerank is not None:
             if index_retriever is None:
-                raise typer.BadParameter("--mode needs sentembed.search (run this through the `sentembed` command)")
+                raise typer.BadParameter("--mode and --rerank need sentembed.search (run this through the `sentembed` "
+                                         "command)")
             tokens = None if chunk_tokens == "none" else chunk_tokens if chunk_tokens == "auto" else int(chunk_tokens)
             try:
-                retriever = index_retriever(mode=mode, alpha=alpha, chunk_tokens=tokens, chunk_overlap=chunk_overlap)
+                retriever = index_retriever(mode=mode or "dense", alpha=alpha, chunk_tokens=tokens,
+                                            chunk_overlap=chunk_overlap, rerank=_reranker(rerank),
+                                            rerank_top_k=rerank_top_k)
             except ValueError as err:
                 raise typer.BadParameter(str(err)) from None
         e = RetrievalEvaluator.from_beir(path, split=split, k_values=[int(x) for x in k.split(",")], show_progress=True,
@@ -107,7 +130,8 @@ def register(app: typer.Typer) -> None:
 
             np.savez(save_embeddings, queries=e.last_embeddings[0], corpus=e.last_embeddings[1],
                      query_ids=np.array(list(e.queries)), corpus_ids=np.array(list(e.corpus)))
-        _report(f"retrieval:{path.name}:{split}", model, result, e.primary_metric, secs, output)
+        _report(f"retrieval:{path.name}:{split}", model if rerank is None else f"{model} reranked by {rerank}", result,
+                e.primary_metric, secs, output)
 
     @ev.command("triplets")
     def triplets(path: Path, model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"), batch_size: int = 32,

@@ -16,6 +16,10 @@ ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name or Sent
 OutputOpt = typer.Option(None, "--output", "-o", help="Write the result as JSON to this file.")
 ModeOpt = typer.Option(None, "--mode", help="dense | lexical | hybrid (default: the index's)")
 AlphaOpt = typer.Option(None, "--alpha", help="hybrid: weigh normalised scores, dense alpha : lexical 1-alpha (default: RRF)")
+RerankOpt = typer.Option(None, "--rerank", help="A cross-encoder (name or directory) that reorders the hits by its "
+                         "score of (query, matched passage); the hits then show its score")
+RerankTopKOpt = typer.Option(None, "--rerank-top-k", min=1, help="--rerank: documents retrieved and reranked "
+                             "(default: max(top-k, 100); at least --top-k)")
 
 
 def chunk_tokens_option(value: str) -> int | str | None:
@@ -110,6 +114,20 @@ def _load(model: str):
     return sentembed.load(model)
 
 
+def _load_reranker(name: str | None, rerank_top_k: int | None) -> Any:
+    """The cross-encoder of --rerank (None without it), or one line naming what is wrong."""
+    if name is None:
+        if rerank_top_k is not None:
+            fail("--rerank-top-k needs --rerank (the cross-encoder that reranks)")
+        return None
+    import sentembed
+
+    try:
+        return sentembed.load_cross_encoder(name)
+    except (FileNotFoundError, ValueError) as err:  # no such model, or a bi-encoder given
+        fail(f"--rerank: {err}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the search commands to the `sentembed` app."""
     index_app = typer.Typer(help="A persistent searchable collection in a directory.", no_args_is_help=True)
@@ -161,13 +179,16 @@ def register(app: typer.Typer) -> None:
     def index_search(path: Path, query: str, top_k: int = typer.Option(10, "--top-k", "-k"),
                      where: Optional[str] = typer.Option(None, help='JSON metadata filter, e.g. \'{"lang": "en"}\''),
                      mode: Optional[str] = ModeOpt, alpha: Optional[float] = AlphaOpt,
+                     rerank: Optional[str] = RerankOpt, rerank_top_k: Optional[int] = RerankTopKOpt,
                      output: Optional[Path] = OutputOpt) -> None:
         """Search the index at PATH for QUERY; each hit shows the passage that matched."""
         from .index import Index
 
+        reranker = _load_reranker(rerank, rerank_top_k)
         idx = Index.open(path)
         try:
-            hits = idx.search(query, top_k=top_k, where=_where(where), mode=mode, alpha=alpha)
+            hits = idx.search(query, top_k=top_k, where=_where(where), mode=mode, alpha=alpha, rerank=reranker,
+                              rerank_top_k=rerank_top_k)
         except (ValueError, TypeError) as err:
             fail(str(err))
         _print_hits(hits, output)
@@ -228,9 +249,10 @@ def register(app: typer.Typer) -> None:
     def search_once(query: str, corpus: Path = typer.Option(..., "--corpus", "-c", help=".jsonl or one text a line"),
                     top_k: int = typer.Option(10, "--top-k", "-k"), model: str = ModelOpt,
                     text_field: str = "text", mode: str = typer.Option("dense", help="dense | lexical | hybrid"),
-                    alpha: Optional[float] = AlphaOpt, output: Optional[Path] = OutputOpt) -> None:
-        """One-shot search of QUERY over the texts of --corpus: exact dense by default; lexical
-        and hybrid go through a temporary index (long texts chunked)."""
+                    alpha: Optional[float] = AlphaOpt, rerank: Optional[str] = RerankOpt,
+                    rerank_top_k: Optional[int] = RerankTopKOpt, output: Optional[Path] = OutputOpt) -> None:
+        """One-shot search of QUERY over the texts of --corpus: exact dense by default; lexical,
+        hybrid and --rerank go through a temporary index (long texts chunked)."""
         from .exact import semantic_search
         from .fusion import check_mode
         from .index import Hit
@@ -239,10 +261,12 @@ def register(app: typer.Typer) -> None:
             check_mode(mode, alpha)
         except ValueError as err:
             raise typer.BadParameter(str(err)) from None
+        reranker = _load_reranker(rerank, rerank_top_k)
         texts, _, metas = read_texts(corpus, text_field)
         enc = _load(model)
-        if mode != "dense":
-            _print_hits(_search_temporary(enc, texts, metas, query, top_k, mode, alpha), output)
+        if mode != "dense" or reranker is not None:
+            search = dict(top_k=top_k, mode=mode, alpha=alpha, rerank=reranker, rerank_top_k=rerank_top_k)
+            _print_hits(_search_temporary(enc, texts, metas, query, search), output)
             return
         docs = enc.encode_document(texts, show_progress=len(texts) > 100)
         res = semantic_search(enc.encode_query([query]), docs, top_k, score=enc)
@@ -303,8 +327,8 @@ def register(app: typer.Typer) -> None:
                          ["passage", "concepts"], 140))
 
 
-def _search_temporary(enc: Any, texts: list[str], metas: list | None, query: str, top_k: int, mode: str,
-                      alpha: float | None) -> list:
+def _search_temporary(enc: Any, texts: list[str], metas: list | None, query: str, search: dict[str, Any]) -> list:
+    """`search` (Index.search's keywords) over `texts` in an index made for it alone."""
     import tempfile
 
     from .index import Index
@@ -312,8 +336,12 @@ def _search_temporary(enc: Any, texts: list[str], metas: list | None, query: str
     with tempfile.TemporaryDirectory(prefix="sentembed-search-") as tmp:
         idx = Index.create(f"{tmp}/index", enc)
         idx.add(texts, ids=[str(i) for i in range(len(texts))], metadata=metas)  # ids as the dense path's
-        hits = idx.search(query, top_k=top_k, mode=mode, alpha=alpha)
-        idx.close()
+        try:
+            hits = idx.search(query, **search)
+        except (ValueError, TypeError) as err:
+            fail(str(err))
+        finally:
+            idx.close()
     return hits
 
 

@@ -37,6 +37,7 @@ from .compaction import next_segment, write_segment
 from .documents import check_documents
 from .lexical import match_expression
 from .manifest import VERSION, check_encoder, new_manifest, read_manifest, write_manifest
+from .rerank import rerank_depth, rerank_hits
 from .searching import Hit, rank
 from .store import Catalog, Snapshot, disk_size
 from .view import OpenFiles, View, segment_files
@@ -222,33 +223,34 @@ class Index:
         return np.ascontiguousarray(v, dtype=np.float32)
 
     def search(self, query: str | Sequence[float] | np.ndarray, top_k: int = 10, where: dict[str, Any] | None = None,
-               mode: str | None = None, alpha: float | None = None) -> list[Hit]:
+               mode: str | None = None, alpha: float | None = None, rerank: Any = None,
+               rerank_top_k: int | None = None, rerank_label: str | int | None = None) -> list[Hit]:
         """The `top_k` best documents for one text or vector, best first; a document ranks by
         its best passage, and its hit carries that passage.
 
-        `mode`: "dense" (the vectors), "lexical" (BM25 over the passages) or "hybrid" (both
-        lists fused by reciprocal rank, or, with `alpha` in [0, 1], by their min-max normalised
-        scores weighted alpha : 1 - alpha). None: DEFAULT_MODE for a text where the index has
-        a lexical table, else "dense". A query without any word falls back to dense.
-        `where` filters on metadata before ranking, on both lists: {"lang": "en", "year":
-        {"$gte": 2020}} (operators $eq $ne $gt $gte $lt $lte $in $nin $exists). Filtered dense
-        searches are always exact.
+        `mode`: "dense" (the vectors), "lexical" (BM25 over the passages) or "hybrid" (both lists fused
+        by reciprocal rank, or, with `alpha` in [0, 1], by their min-max normalised scores weighted
+        alpha : 1 - alpha). None: DEFAULT_MODE for a text where the index has a lexical table, else
+        "dense". A query without any word falls back to dense. `where` filters on metadata before
+        ranking, on both lists: {"lang": "en", "year": {"$gte": 2020}} (operators $eq $ne $gt $gte $lt
+        $lte $in $nin $exists). Filtered dense searches are always exact. `rerank`, a cross-encoder,
+        reorders the best `rerank_top_k` (default max(top_k, 100)) by its score of (query, matched
+        passage), then the hits' score; `rerank_label` picks a multi-label model's column (rerank.py).
         """
-        if isinstance(query, str):
-            return self.search_many([query], top_k, where, mode, alpha)[0]
-        arr = np.asarray(query, dtype=np.float32)
-        if arr.ndim != 1:
-            raise ValueError(f"search takes one text or one vector; use search_many for {arr.ndim}-D input")
-        return self.search_many(arr[None, :], top_k, where, mode, alpha)[0]
+        if not isinstance(query, str) and np.ndim(query) != 1:
+            raise ValueError(f"search takes one text or one vector; use search_many for {np.ndim(query)}-D input")
+        many = [query] if isinstance(query, str) else np.asarray(query, dtype=np.float32)[None, :]
+        return self.search_many(many, top_k, where, mode, alpha, None, rerank, rerank_top_k, rerank_label)[0]
 
     def search_many(self, queries: Sequence[str] | np.ndarray, top_k: int = 10, where: dict[str, Any] | None = None,
-                    mode: str | None = None, alpha: float | None = None,
-                    query_vectors: np.ndarray | None = None) -> list[list[Hit]]:
-        """`search` for several queries (texts or a matrix) at once. `query_vectors` may hold
-        the texts' embeddings made elsewhere (a server's queue), one row per text."""
+                    mode: str | None = None, alpha: float | None = None, query_vectors: np.ndarray | None = None,
+                    rerank: Any = None, rerank_top_k: int | None = None,
+                    rerank_label: str | int | None = None) -> list[list[Hit]]:
+        """`search` for several queries (texts or a matrix); `query_vectors`: the texts' embeddings if made elsewhere."""
         if int(top_k) != top_k or top_k <= 0:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
         texts = list(queries) if len(queries) and all(isinstance(q, str) for q in queries) else None
+        depth = rerank_depth(rerank, queries, top_k, rerank_top_k, rerank_label)  # top_k without rerank
         mode = mode or (DEFAULT_MODE if texts is not None and self.lexical else "dense")
         fusion.check_mode(mode, alpha)
         if mode != "dense" and texts is None:
@@ -259,7 +261,8 @@ class Index:
         dense_for = [i for i, e in enumerate(expressions) if mode != "lexical" or e is None]
         q = self._dense_queries(queries, dense_for, query_vectors)
         with self._reading() as view:
-            return rank(view, q, dense_for, expressions, mode, int(top_k), where, alpha)
+            found = rank(view, q, dense_for, expressions, mode, depth, where, alpha)
+        return found if rerank is None else rerank_hits(rerank, queries, found, int(top_k), rerank_label)
 
     def _dense_queries(self, queries: Any, which: list[int], given: np.ndarray | None) -> np.ndarray:
         """The query vectors of queries `which`, embedded here unless `given`."""

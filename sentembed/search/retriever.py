@@ -1,9 +1,12 @@
 """A corpus ranked through a temporary `Index`: what users of the index get, for evaluation.
 
-`sentembed eval retrieval --mode hybrid` hands an `IndexRetriever` to the retrieval evaluator
-(the command line joins the two uses; evaluation does not import search). Lexical search
-runs no model: with mode="lexical" the vectors are a constant stand-in, and the encoder, if
-given, lends only its tokenizer and window, so the passages are those a real index stores.
+`sentembed eval retrieval --mode hybrid` (or `--rerank DIR`) hands an `IndexRetriever` to the
+retrieval evaluator (the command line joins the two uses; evaluation does not import search).
+Lexical search runs no model: with mode="lexical" the vectors are a constant stand-in, and the
+encoder, if given, lends only its tokenizer and window, so the passages are those a real index
+stores. With a reranker, each query's best `rerank_top_k` documents (default 100, the depth of
+BEIR's reranking runs) are reordered by the cross-encoder, and the run holds those alone:
+metrics past that depth count only them.
 
 >>> run = IndexRetriever(mode="lexical")(None, {"q1": "cod"}, {"d1": "cod and herring", "d2": "stocks"}, k=10)
 >>> list(run["q1"])
@@ -18,6 +21,7 @@ import numpy as np
 
 from .fusion import check_mode
 from .index import Index
+from .rerank import RERANK_DEPTH, rerank_depth
 
 BATCH = 1000  # documents a commit
 
@@ -39,11 +43,15 @@ class _NoModel:
 
 class IndexRetriever:
     """`retriever(enc, queries, corpus, k) -> {query id: {doc id: score}}` through an `Index`
-    built in a temporary directory with these settings."""
+    built in a temporary directory with these settings; `rerank`: a cross-encoder that
+    reorders each query's best `rerank_top_k` (its scores then are the run's)."""
 
     def __init__(self, mode: str = "hybrid", alpha: float | None = None, chunk_tokens: int | str | None = "auto",
-                 chunk_overlap: int | None = None, show_progress: bool | None = None) -> None:
+                 chunk_overlap: int | None = None, show_progress: bool | None = None, rerank: Any = None,
+                 rerank_top_k: int | None = None) -> None:
         check_mode(mode, alpha)
+        rerank_depth(rerank, [], 1, rerank_top_k)  # the reranker's label and depth, checked before any index is built
+        self.rerank, self.rerank_top_k = rerank, rerank_top_k
         self.mode, self.alpha = mode, alpha
         self.chunk_tokens, self.chunk_overlap = chunk_tokens, chunk_overlap
         self.show_progress = show_progress
@@ -67,6 +75,8 @@ class IndexRetriever:
                     index.add([corpus[i] for i in part], ids=part)
                     bar.update(len(part))
             qids = list(queries)
-            hits = index.search_many([queries[q] for q in qids], top_k=k, mode=self.mode, alpha=self.alpha)
+            depth = None if self.rerank is None else self.rerank_top_k or RERANK_DEPTH
+            hits = index.search_many([queries[q] for q in qids], top_k=min(k, depth or k), mode=self.mode,
+                                     alpha=self.alpha, rerank=self.rerank, rerank_top_k=depth)
             index.close()
         return {q: {h.id: h.score for h in found} for q, found in zip(qids, hits)}

@@ -28,7 +28,8 @@ class Hit:
     """One search result: document id, score, text, metadata, and the passage that matched.
 
     The score is the index's similarity for mode "dense", BM25 for "lexical" and the fused
-    score for "hybrid". `text[span[0]:span[1]] == passage`; unchunked, the passage is the text.
+    score for "hybrid"; in a reranked search, the cross-encoder's score of (query, passage),
+    whatever the mode. `text[span[0]:span[1]] == passage`; unchunked, the passage is the text.
     """
 
     id: str

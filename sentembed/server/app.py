@@ -46,7 +46,7 @@ def _validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def create_app(encoder: Any, index: Any | None = None, config: ServerConfig | None = None,
                reranker: Any | None = None) -> FastAPI:
     """The service around one encoder (a `SentenceEncoder`) and, optionally, one `Index` and
-    one reranker (a `CrossEncoder`, for POST /rerank)."""
+    one reranker (a `CrossEncoder`, for POST /rerank and /search's `rerank`)."""
     config = config or ServerConfig()
     svc = Service(encoder, index, config)
 
@@ -158,15 +158,17 @@ def create_app(encoder: Any, index: Any | None = None, config: ServerConfig | No
         """Prometheus text format."""
         return Response(svc.metrics.render(svc.batcher.depth), media_type=svc.metrics.content_type)
 
+    served = None  # one reranker and its lock, for every route that runs it
     if reranker is not None:
-        from sentembed.server.rerank_routes import add_rerank_routes
+        from sentembed.server.rerank_routes import ServedReranker, add_rerank_routes
 
-        add_rerank_routes(app, reranker, config, _ERRORS)
+        served = ServedReranker(reranker)
+        add_rerank_routes(app, served, config, _ERRORS)
 
     if index is not None:
         from sentembed.server.index_routes import add_index_routes
 
-        add_index_routes(app, svc, _ERRORS)
+        add_index_routes(app, svc, _ERRORS, served)
 
     from sentembed.server.page import add_page_routes
 

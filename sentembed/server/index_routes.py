@@ -2,7 +2,9 @@
 
 Queries and added texts go through the same queue as every other input (with the model's
 query or document prompt, as `Index` would use), so the model only ever runs on the model
-thread; the index is then searched or written with those vectors on a worker thread."""
+thread; the index is then searched or written with those vectors on a worker thread. A search
+with `rerank` hands its hits to the served cross-encoder next, on the same worker thread, under
+the reranker's lock and no longer the index's (rerank_routes.py's `ServedReranker`)."""
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +19,10 @@ from fastapi.responses import JSONResponse, Response
 from sentembed.search.documents import check_documents
 from sentembed.search.integrity import IndexDamaged
 from sentembed.search.lexical import match_expression
+from sentembed.search.rerank import rerank_depth, rerank_hits
 from sentembed.server import schemas as s
 from sentembed.server.limits import APIError
+from sentembed.server.rerank_routes import ServedReranker
 from sentembed.server.service import Service
 
 # What an index raises for a bad filter, a duplicate or unknown id: the caller's mistake.
@@ -52,20 +56,38 @@ def _answer(found: list[list[Any]], limit: int) -> bytes:
     return b'{"results":[' + b",".join(parts) + b"]}"
 
 
-def add_index_routes(app: FastAPI, svc: Service, errors: dict[int | str, dict[str, Any]]) -> None:
+def _depth(body: s.SearchRequest, queries: list[str], reranker: ServedReranker | None, max_pairs: int) -> int:
+    """Documents to retrieve per query: top_k, or with `rerank` the reranker's depth; a request
+    the reranker cannot serve is refused at once, naming the field."""
+    if body.rerank and reranker is None:
+        raise APIError(422, "`rerank`: this server has no reranker (start it with --reranker DIR)")
+    try:
+        depth = rerank_depth(reranker.model if body.rerank else None, queries, body.top_k, body.rerank_top_k,
+                             body.rerank_label)
+    except ValueError as err:  # rerank_top_k below top_k, a label the model lacks, ...
+        raise APIError(422, str(err)) from None
+    if body.rerank and len(queries) * depth > max_pairs:
+        raise APIError(413, f"`rerank_top_k`: {len(queries)} queries x {depth} documents = {len(queries) * depth} pairs "
+                       f"for the reranker; at most {max_pairs} a request (max_client_batch_size)", "payload_too_large")
+    return depth
+
+
+def add_index_routes(app: FastAPI, svc: Service, errors: dict[int | str, dict[str, Any]],
+                     reranker: ServedReranker | None = None) -> None:
     index = svc.index
 
     @app.post("/search", response_model=s.SearchResponse, responses=errors)
     async def search(body: s.SearchRequest, request: Request) -> Response:
         """Top-k documents of each query, each hit with the passage that matched; `mode` dense,
         lexical or hybrid (None: the index's default); the model's 'query' prompt is used when
-        it has one."""
+        it has one. `rerank`: the server's cross-encoder reorders the best `rerank_top_k`."""
         prompt_name = body.prompt_name if body.prompt_name is not None else svc.enc.prompt_name_for("query")
         queries = s.as_list(body.query)
         hits, limit = len(queries) * body.top_k, svc.config.max_search_hits
         if hits > limit:  # at once, before any work
             raise APIError(413, f"{len(queries)} queries x top_k {body.top_k} = {hits} hits; at most {limit} "
                            "(max_search_hits) are answered per request", "payload_too_large")
+        depth = _depth(body, queries, reranker, svc.config.max_client_batch_size)
         vectors = None
         # Lexical search needs no vectors, but a query without a word falls back to dense.
         if body.mode != "lexical" or any(match_expression(q) is None for q in queries):
@@ -73,8 +95,12 @@ def add_index_routes(app: FastAPI, svc: Service, errors: dict[int | str, dict[st
 
         def run() -> bytes:
             with svc.index_lock:
-                found = index.search_many(queries, top_k=body.top_k, where=body.where, mode=body.mode,
+                found = index.search_many(queries, top_k=depth, where=body.where, mode=body.mode,
                                           alpha=body.alpha, query_vectors=vectors)
+            if body.rerank and reranker is not None:  # the index is free again: writers need not wait for it
+                with reranker.lock:
+                    found = rerank_hits(reranker.model, queries, found, body.top_k, body.rerank_label,
+                                        show_progress=False)
             return _answer(found, svc.config.max_search_response_bytes)
 
         try:

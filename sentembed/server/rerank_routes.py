@@ -11,13 +11,15 @@ Two peers' shapes, chosen by the field the request uses:
 Both take `top_n`. Limits answer at once, naming the field: more texts than
 max_client_batch_size is 413; an empty list, `top_n` <= 0 or a bad type is 422. Pairs are
 truncated longest-first to the model's window, as sentence-transformers does. The reranker
-runs on its own worker thread, one request at a time (the encoder's queue is not shared).
+runs on a worker thread, one call at a time under its `ServedReranker`'s lock, which /search's
+`rerank` takes too (the encoder's queue is not shared).
 """
 from __future__ import annotations
 
 import asyncio
 import threading
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
@@ -25,6 +27,15 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sentembed.server.limits import APIError, ServerConfig
+
+
+@dataclass
+class ServedReranker:
+    """The served cross-encoder and its lock: every route that runs it (/rerank, /search with
+    `rerank`) takes the lock, so one call runs at a time; its forward passes use every core."""
+
+    model: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class RerankDocument(BaseModel):
@@ -56,8 +67,9 @@ class RerankRequest(BaseModel):
         return value
 
 
-def add_rerank_routes(app: FastAPI, reranker: Any, config: ServerConfig, errors: dict[int | str, dict[str, Any]]) -> None:
-    lock = threading.Lock()
+def add_rerank_routes(app: FastAPI, served: ServedReranker, config: ServerConfig,
+                      errors: dict[int | str, dict[str, Any]]) -> None:
+    reranker = served.model
 
     @app.post("/rerank", responses=errors)
     async def rerank(body: RerankRequest) -> Response:
@@ -73,7 +85,7 @@ def add_rerank_routes(app: FastAPI, reranker: Any, config: ServerConfig, errors:
         show = bool(body.return_documents or body.return_text)
 
         def run() -> list[dict[str, Any]]:
-            with lock:
+            with served.lock:
                 return reranker.rank(body.query, texts, top_k=body.top_n, return_documents=False, label=body.label,
                                      activation=not body.raw_scores, show_progress=False)
 

@@ -119,6 +119,14 @@ class SearchRequest(_Strict):
         default=None, description="dense, lexical (BM25) or hybrid (both, fused); None: the index's default.")
     alpha: float | None = Field(default=None, ge=0.0, le=1.0, description=(
         "hybrid only: weigh min-max normalised scores, dense alpha : lexical 1 - alpha; None: reciprocal-rank fusion."))
+    rerank: bool = Field(default=False, description=(
+        "Reorder each query's best rerank_top_k documents by the server's cross-encoder (--reranker), scoring "
+        "(query, matched passage); the hits then carry its scores."))
+    rerank_top_k: int | None = Field(default=None, ge=1, le=1000, description=(
+        "rerank: documents retrieved and reranked per query, at least top_k; None: max(top_k, 100). Queries x "
+        "rerank_top_k pairs are bounded by max_client_batch_size, as /rerank's texts are."))
+    rerank_label: str | int | None = Field(default=None, description=(
+        "rerank: the label to rank by, for a cross-encoder with several."))
 
     _texts = field_validator("query")(_check_text)
 

@@ -158,3 +158,32 @@ def test_relative_model_path_works_from_anywhere(tiny_model, tmp_path, monkeypat
     assert res.exit_code == 0, res.output
     res = CliRunner().invoke(real_app, ["index", "search", "../work/ix", "cat on a mat", "-k", "1"])
     assert res.exit_code == 0 and "a cat sat" in res.output, res.output
+
+
+def test_index_search_and_one_shot_search_rerank(app, tmp_path, corpus):
+    """--rerank: the hits retrieved, reordered by sentence-transformers' scores of their passages."""
+    import numpy as np
+    from sentence_transformers import CrossEncoder
+
+    from support import build_cross_encoder
+
+    ce = build_cross_encoder(tmp_path / "ce")
+    reference = CrossEncoder(str(ce), device="cpu")
+    ix = tmp_path / "ix"
+    run(app, "index", "create", ix)
+    run(app, "index", "add", ix, corpus, "--id-field", "id")
+    for args in (["index", "search", ix, "a cat"], ["search", "a cat", "--corpus", corpus]):
+        run(app, *args, "-k", "4", "-o", tmp_path / "plain.json")
+        retrieved = json.loads((tmp_path / "plain.json").read_text())
+        run(app, *args, "-k", "2", "--rerank", ce, "--rerank-top-k", "4", "-o", tmp_path / "reranked.json")
+        reranked = json.loads((tmp_path / "reranked.json").read_text())
+        scores = reference.predict([("a cat", h["passage"]) for h in retrieved])
+        best = np.argsort(-scores, kind="stable")[:2]
+        assert [h["id"] for h in reranked] == [retrieved[i]["id"] for i in best]
+        np.testing.assert_allclose([h["score"] for h in reranked], scores[best], atol=1e-5)
+    _fails_in_one_line(app, "index", "search", ix, "cat", "-k", "3", "--rerank", ce, "--rerank-top-k", "2",
+                       expect="rerank_top_k must be an integer >= top_k (3)")
+    _fails_in_one_line(app, "index", "search", ix, "cat", "--rerank-top-k", "5", expect="--rerank-top-k needs --rerank")
+    _fails_in_one_line(app, "index", "search", ix, "cat", "--rerank", tmp_path / "nowhere", expect="--rerank:")
+    res = CliRunner().invoke(app, ["search", "cat", "--corpus", str(corpus), "--rerank", str(ce), "--rerank-top-k", "0"])
+    assert res.exit_code != 0 and "--rerank-top-k" in res.output

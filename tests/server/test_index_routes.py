@@ -137,3 +137,62 @@ def test_search_work_is_bounded(tiny_encoder, tmp_path, live_server):
             [h.id for h in index.search("a cat", top_k=3)]
         r = client.post("/search", json={"query": "zeppelin", "top_k": 5, "mode": "lexical"})
         assert r.status_code == 413 and "max_search_response_bytes" in r.json()["error"]["message"], r.text
+
+
+@pytest.fixture(scope="module")
+def ce_path(tmp_path_factory):
+    from support import build_cross_encoder
+
+    return build_cross_encoder(tmp_path_factory.mktemp("ce"))
+
+
+def test_search_rerank(tiny_encoder, ce_path, tmp_path, live_server):
+    """`rerank: true` answers what Index.search gives with the same cross-encoder: the
+    reference's order of the retrieved passages, with its scores."""
+    import numpy as np
+    from sentence_transformers import CrossEncoder
+
+    import sentembed
+    from sentembed.search.index import Index
+    from sentembed.server import ServerConfig
+
+    reranker = sentembed.load_cross_encoder(ce_path, device="cpu")
+    reference = CrossEncoder(str(ce_path), device="cpu")
+    index = Index.create(tmp_path / "ix", tiny_encoder, chunk_tokens=24, chunk_overlap=4)
+    app = create_app(tiny_encoder, index, config=ServerConfig(max_client_batch_size=20), reranker=reranker)
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        meta = [{"t": "boats"}, {"t": "pets"}, {"t": "money"}, {"t": "pets"}, None]
+        r = client.post("/index/add", json={"texts": [LONG, *DOCS], "ids": ["long", "cat", "stocks", "kitten", "rain"],
+                                            "metadata": meta})
+        assert r.status_code == 200, r.text
+        queries = ["a small cat", "the zeppelin"]
+        for mode in ("dense", "lexical", "hybrid"):
+            r = client.post("/search", json={"query": queries, "top_k": 2, "mode": mode, "rerank": True,
+                                             "rerank_top_k": 4})
+            assert r.status_code == 200, r.text
+            retrieved = index.search_many(queries, top_k=4, mode=mode)
+            for query, hits, found in zip(queries, r.json()["results"], retrieved):
+                scores = reference.predict([(query, h.passage) for h in found])
+                best = np.argsort(-scores, kind="stable")[:2]
+                assert [h["id"] for h in hits] == [found[i].id for i in best]
+                np.testing.assert_allclose([h["score"] for h in hits], scores[best], atol=1e-5)
+                assert all(h["passage"] == h["text"][h["span"][0]:h["span"][1]] for h in hits)
+        r = client.post("/search", json={"query": "a cat", "top_k": 2, "where": {"t": "pets"}, "rerank": True,
+                                         "rerank_top_k": 5})
+        assert {h["id"] for h in r.json()["results"][0]} == {"cat", "kitten"}
+        for payload, status in (({"rerank_top_k": 1}, 422), ({"rerank_top_k": 0}, 422), ({"rerank_top_k": 5000}, 422),
+                                ({"rerank": False, "rerank_top_k": 4}, 422), ({"query": ["a", "b", "c"]}, 413)):
+            body = {"query": "a cat", "top_k": 2, "rerank": True, "rerank_top_k": 8, **payload}
+            r = client.post("/search", json=body)
+            assert r.status_code == status and "rerank_top_k" in r.json()["error"]["message"], (payload, r.text)
+        r = client.post("/search", json={"query": "a cat", "rerank": True, "rerank_label": "nope"})
+        assert r.status_code == 422 and "rerank_label" in r.json()["error"]["message"], r.text
+        r = client.post("/rerank", json={"query": "a cat", "texts": DOCS})  # the same reranker, still served
+        assert r.status_code == 200 and len(r.json()) == len(DOCS)
+
+
+def test_search_rerank_without_a_server_reranker_names_the_field(served):
+    client, _ = served
+    r = client.post("/search", json={"query": "cat", "rerank": True})
+    assert r.status_code == 422 and "`rerank`" in r.json()["error"]["message"], r.text
+    assert "--reranker" in r.json()["error"]["message"]
