@@ -17,6 +17,8 @@ from typing import List, Optional
 
 import typer
 
+from .backends.options import dtype_option, quantize_option
+
 DEFAULT_MODEL = "all-mpnet-base-v2"
 
 app = typer.Typer(help="MPNet sentence embeddings: encode, compare, search, tag, train, serve.",
@@ -38,7 +40,7 @@ def _load(model: str, **kwargs):
 
     try:
         return sentembed.load(model, **kwargs)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
         _fail(str(err))
 
 
@@ -54,6 +56,8 @@ def encode(
     normalize: Optional[bool] = typer.Option(None, "--normalize/--no-normalize", help="Default: as the model"),
     workers: int = typer.Option(1, "--workers", min=1,
                                 help="Worker processes, each with its share of torch's threads (1: in this process)"),
+    dtype: str = dtype_option(),
+    quantize: Optional[str] = quantize_option(),
 ) -> None:
     """Embed a file of texts."""
     from .io import check_embeddings_path, read_texts, write_embeddings
@@ -65,12 +69,12 @@ def encode(
         _fail(str(err))
     options = dict(batch_size=batch_size, prompt_name=prompt_name, normalize=normalize, show_progress=True)
     if workers == 1:
-        vectors = _load(model).encode(texts, **options)
+        vectors = _load(model, dtype=dtype, quantize=quantize).encode(texts, **options)
     else:
         from .pool import EncodePool
 
         try:
-            pool = EncodePool(model, workers=workers)
+            pool = EncodePool(model, workers=workers, dtype=dtype, quantize=quantize)
         except (FileNotFoundError, ValueError, RuntimeError) as err:
             _fail(str(err))
         with pool:

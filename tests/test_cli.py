@@ -26,6 +26,22 @@ def test_encode_txt_to_npy(tiny_model, model, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), model.encode(["first line", "second line"]), atol=1e-6)
 
 
+def test_encode_takes_dtype_and_quantize(tiny_model, tmp_path, monkeypatch):
+    """--dtype and --quantize load the model as `sentembed.load` does; a wrong name is refused
+    naming the option, before anything loads."""
+    monkeypatch.setenv("SENTEMBED_COMPILE", "0")  # int8 eager: compiling a tiny graph takes a minute
+    (tmp_path / "in.txt").write_text("first line\nsecond line\n", encoding="utf-8")
+    for options in (["--dtype", "bfloat16"], ["--quantize", "int8"]):
+        out = tmp_path / f"{options[1]}.npy"
+        result = runner.invoke(app, ["encode", str(tmp_path / "in.txt"), "-o", str(out), "--model", str(tiny_model),
+                                     *options])
+        assert result.exit_code == 0, result.output
+        want = sentembed.load(str(tiny_model), **{options[0][2:]: options[1]}).encode(["first line", "second line"])
+        np.testing.assert_allclose(np.load(out), want, atol=1e-6)
+    result = runner.invoke(app, ["encode", str(tmp_path / "in.txt"), "-o", str(tmp_path / "x.npy"), "--dtype", "fp8"])
+    assert result.exit_code != 0 and "--dtype" in result.output and "fp8" in result.output
+
+
 def test_encode_jsonl_to_parquet_with_ids(tiny_model, model, tmp_path):
     rows = [{"id": "a", "text": "alpha"}, {"id": "b", "text": "beta"}]
     (tmp_path / "in.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
