@@ -3,6 +3,8 @@
     python benchmarks/retrieval.py                          # the full test set, real model (slow on CPU)
     python benchmarks/retrieval.py --limit 20               # a quick check of the script
     python benchmarks/retrieval.py --modes lexical          # lexical only: no model is run
+    python benchmarks/retrieval.py --index runs/scifact-index --split train --alpha 0.3,0.4,0.5,0.6
+                                  # keep the index (later runs reuse it), pick alpha on the train queries
 
 One index over the SciFact corpus (documents chunked to the model's window, lexical table
 built in the same commits) answers the test queries in each mode; reported:
@@ -35,10 +37,10 @@ sys.path.insert(0, str(ROOT))
 MODES = ("dense", "lexical", "hybrid")
 
 
-def load_scifact(folder: Path, limit: int | None) -> tuple[dict, dict, dict]:
+def load_scifact(folder: Path, limit: int | None, split: str = "test") -> tuple[dict, dict, dict]:
     from sentembed.evaluation.readers import read_beir
 
-    data = read_beir(folder, "test")
+    data = read_beir(folder, split)
     qrels = dict(data.qrels)
     corpus = dict(data.corpus)
     if limit:
@@ -69,18 +71,20 @@ def build(path: Path, enc, corpus: dict, chunk_tokens, old_format: bool = False,
     return idx, time.perf_counter() - start
 
 
-def quality(idx, queries: dict, qrels: dict, modes: list[str], alpha) -> dict:
+def quality(idx, queries: dict, qrels: dict, modes: list[str], alphas: list) -> dict:
+    """nDCG@10 and Recall@100 per mode; hybrid once per alpha (None: reciprocal-rank fusion)."""
     from sentembed.evaluation.metrics import retrieval_metrics
 
     out = {}
     qids = list(queries)
-    for mode in modes:
-        hits = idx.search_many([queries[q] for q in qids], top_k=100, mode=mode,
-                               alpha=alpha if mode == "hybrid" else None)
+    runs = [(m, a) for m in modes for a in (alphas if m == "hybrid" else [None])]
+    for mode, alpha in runs:
+        hits = idx.search_many([queries[q] for q in qids], top_k=100, mode=mode, alpha=alpha)
         run = {q: {h.id: h.score for h in found} for q, found in zip(qids, hits)}
         m = retrieval_metrics(run, qrels, (10, 100))
-        out[mode] = {"ndcg@10": m["ndcg@10"], "recall@100": m["recall@100"]}
-        print(f"  {mode:8s} nDCG@10 {m['ndcg@10']:.5f}  Recall@100 {m['recall@100']:.5f}", flush=True)
+        name = mode if alpha is None else f"{mode} alpha={alpha}"
+        out[name] = {"ndcg@10": m["ndcg@10"], "recall@100": m["recall@100"]}
+        print(f"  {name:18s} nDCG@10 {m['ndcg@10']:.5f}  Recall@100 {m['recall@100']:.5f}", flush=True)
     return out
 
 
@@ -129,7 +133,11 @@ def main() -> None:
     p.add_argument("--model", default="all-mpnet-base-v2")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or auto")
     p.add_argument("--modes", default=",".join(MODES), help="comma separated: dense, lexical, hybrid")
-    p.add_argument("--alpha", type=float, default=None, help="hybrid: weighted fusion instead of RRF")
+    p.add_argument("--alpha", default=None,
+                   help="hybrid: weighted fusion instead of RRF; several, comma separated ('rrf' for RRF), each measured")
+    p.add_argument("--split", default="test", help="the queries and judgements: test, or train (to choose alpha)")
+    p.add_argument("--index", type=Path, default=None,
+                   help="keep the index here; an index already there (same model and chunking) is searched as it is")
     p.add_argument("--chunk-tokens", default="auto", help="'auto', 'none' or a number of tokens")
     p.add_argument("--limit", type=int, default=None, help="first N judged queries and a small corpus (a quick check)")
     p.add_argument("--throughput-docs", type=int, default=300, help="documents for the indexing throughput (0: skip)")
@@ -147,26 +155,32 @@ def main() -> None:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     chunk_tokens = None if args.chunk_tokens == "none" else args.chunk_tokens if args.chunk_tokens == "auto" \
         else int(args.chunk_tokens)
-    queries, corpus, qrels = load_scifact(args.data, args.limit)
+    queries, corpus, qrels = load_scifact(args.data, args.limit, args.split)
+    alphas = [None if a.strip() == "rrf" else float(a) for a in (args.alpha or "rrf").split(",")]
     enc = sentembed.load(args.model, dtype=args.dtype)
     # Lexical alone runs no model: a constant stand-in that lends the model's tokenizer for chunking.
     index_enc = _NoModel(like=enc) if modes == ["lexical"] else enc
     report: dict = {"model": args.model, "dtype": enc.dtype, "queries": len(queries), "documents": len(corpus), "modes": modes,
-                    "alpha": args.alpha, "chunk_tokens": args.chunk_tokens}
+                    "alpha": alphas, "split": args.split, "chunk_tokens": args.chunk_tokens}
     with tempfile.TemporaryDirectory(prefix="sentembed-bench-") as tmp:
         tmp = Path(tmp)
         from sentembed.model.cpu import cpu
 
         print(f"CPU: {cpu().describe()}; {args.threads} threads", flush=True)
-        print(f"SciFact test: {len(queries)} queries, {len(corpus)} documents; model {args.model}", flush=True)
-        idx, secs = build(tmp / "index", index_enc, corpus, chunk_tokens)
+        print(f"SciFact {args.split}: {len(queries)} queries, {len(corpus)} documents; model {args.model}", flush=True)
+        if args.index is not None and args.index.exists():
+            from sentembed.search import Index
+
+            idx, secs = Index.open(args.index, index_enc), float("nan")  # its build time is not this run's
+        else:
+            idx, secs = build(args.index or tmp / "index", index_enc, corpus, chunk_tokens)
         info = idx.info()
         report["index"] = {"seconds": secs, "rows": info["rows"], "documents": info["count"]}
         print(f"indexed in {secs:.0f} s: {info['count']} documents, {info['rows']} passages", flush=True)
         print("quality", flush=True)
-        report["quality"] = quality(idx, queries, qrels, modes, args.alpha)
+        report["quality"] = quality(idx, queries, qrels, modes, alphas)
         print("latency (one query at a time, top-10)", flush=True)
-        report["latency"] = latency(idx, queries, modes, args.alpha)
+        report["latency"] = latency(idx, queries, modes, alphas[0])
         idx.close()
         if args.throughput_docs and modes != ["lexical"]:
             print("indexing throughput", flush=True)
