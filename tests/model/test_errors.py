@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,3 +181,22 @@ def test_config_that_is_not_an_object(tiny_model, tmp_path):
     (path / "config.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="config.json must hold a JSON object"):
         sentembed.load(str(path))
+
+
+def test_check_finite_looks_past_a_sum_that_overflows():
+    """The check sums first: a sum that overflows on finite values must not be taken for corruption,
+    and inf, -inf and NaN (alone or cancelling) must still be found."""
+    import torch
+
+    from sentembed.model.weights import check_finite
+
+    big = torch.full((8,), 3e38)  # finite, its sum is inf
+    check_finite({"big": big, "ids": torch.arange(3)}, Path("w.safetensors"))
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        t = torch.zeros(5)
+        t[3] = bad
+        with pytest.raises(WeightsError, match="'t'"):
+            check_finite({"t": t}, Path("w.safetensors"))
+    both = torch.tensor([float("inf"), float("-inf"), 1.0])  # their sum is NaN
+    with pytest.raises(WeightsError, match="'both'"):
+        check_finite({"both": both}, Path("w.safetensors"))
