@@ -26,14 +26,12 @@ The copy stores n_c and e_c per row (computed in float64, rounded up to fp32) an
 values; candidates.py keeps a row while r + D + rel |r| can still reach a lower bound of the
 k-th best fp32 score, first with the largest D of any row (one threshold per query while
 scanning), then with the row's own D. Per row rather than one bound per segment, because it
-keeps fewer rows: for k = 10, 149 candidates a query instead of 299 on 20,000 random unit 768-d
-vectors (254 instead of 754 on 200,000), 71 instead of 92 on clustered ones with a few dominant
-dimensions. On random unit 768-d vectors D is about 0.015; the bound is reached to 99.6% by rows
-whose rounding errors all point along the query (tests/search/test_search_int8.py).
+keeps fewer rows (about half as many on random unit vectors). On random unit 768-d vectors D is
+about 0.015; rows whose rounding errors all point along the query reach 99.6% of it
+(tests/search/test_search_int8.py).
 
-Against the bf16 copy (prefilter.py, whose bound is about ten times tighter) the scan is faster
-and the re-scoring longer: 300,000 x 768, 100 queries, top 10, one thread, 0.27 s against 0.43 s,
-of which the int8 products 0.13 s; about 250 rows a query re-scored against 25.
+Against the bf16 copy (prefilter.py), whose bound is about ten times tighter, the scan's
+products are faster and its re-scoring longer; benchmarks/RESULTS.md has the figures.
 
 The file, `seg-XXXXXX.i8`: the codes (n x d', d rounded up to a multiple of 8 with zero columns:
 they change no product, and torch's CPU kernel misreads a single column), then s_c, n_c and e_c
