@@ -234,3 +234,41 @@ def live_server(app, host: str = "127.0.0.1") -> Iterator[str]:
         server.should_exit = True
         thread.join(15)
         sock.close()
+
+
+def embed_concurrently(url: str, texts: list[str], clients: int, requests: int) -> tuple[int, list[tuple[str, "np.ndarray"]]]:
+    """`clients` asyncio clients, each sending `requests` POST /v1/embeddings of 1-16 of `texts`
+    (client i draws with random.Random(i)); returns the failed requests and every (text, vector)
+    served, repeats included."""
+    import random
+
+    import httpx
+    import numpy as np
+
+    got: list[tuple[str, np.ndarray]] = []
+
+    async def client(rng: random.Random) -> int:
+        errors = 0
+        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+            for _ in range(requests):
+                batch = rng.sample(texts, rng.randint(1, 16))
+                r = await http.post("/v1/embeddings", json={"input": batch})
+                if r.status_code != 200:
+                    errors += 1
+                    continue
+                got.extend((t, np.asarray(item["embedding"], np.float32)) for t, item in zip(batch, r.json()["data"]))
+        return errors
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(client(random.Random(i)) for i in range(clients)))
+
+    return sum(asyncio.run(main())), got
+
+
+def mean_batch_size(metrics: str) -> float:
+    """The server's mean inputs per model batch, read from its /metrics text."""
+    import re
+
+    total = float(re.search(r"^sentembed_batch_size_sum (\S+)$", metrics, re.M).group(1))
+    count = float(re.search(r"^sentembed_batch_size_count (\S+)$", metrics, re.M).group(1))
+    return total / count

@@ -2,50 +2,23 @@
 equal to direct encode within 1e-5, and batches of more than one input on average."""
 from __future__ import annotations
 
-import asyncio
-import random
-import re
 
 import httpx
 import numpy as np
 import pytest
 
 from sentembed.server import create_app
+from support import embed_concurrently, mean_batch_size
 
 CLIENTS, REQUESTS = 32, 20
 
 
-def _mean_batch_size(metrics: str) -> float:
-    total = float(re.search(r"^sentembed_batch_size_sum (\S+)$", metrics, re.M).group(1))
-    count = float(re.search(r"^sentembed_batch_size_count (\S+)$", metrics, re.M).group(1))
-    return total / count
-
-
-async def _client(url: str, rng: random.Random, sentences: list[str], got: dict[str, np.ndarray],
-                  requests: int) -> int:
-    errors = 0
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
-        for _ in range(requests):
-            texts = rng.sample(sentences, rng.randint(1, 16))
-            r = await client.post("/v1/embeddings", json={"input": texts})
-            if r.status_code != 200:
-                errors += 1
-                continue
-            for text, item in zip(texts, r.json()["data"]):
-                got[text] = np.asarray(item["embedding"], dtype=np.float32)
-    return errors
-
-
 def _run_load(live_server, encoder, sentences: list[str], clients: int = CLIENTS,
               requests: int = REQUESTS) -> tuple[int, dict, str]:
-    got: dict[str, np.ndarray] = {}
     with live_server(create_app(encoder)) as url:
-        async def main() -> list[int]:
-            return await asyncio.gather(*(_client(url, random.Random(i), sentences, got, requests) for i in range(clients)))
-
-        errors = sum(asyncio.run(main()))
+        errors, served = embed_concurrently(url, sentences, clients, requests)
         metrics = httpx.get(f"{url}/metrics", timeout=30).text
-    return errors, got, metrics
+    return errors, dict(served), metrics
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +36,7 @@ def test_load_tiny_model(long_tiny_encoder, stsb_sentences, live_server):
     texts = list(got)
     want = tiny_encoder.encode(texts)
     np.testing.assert_allclose(np.stack([got[t] for t in texts]), want, atol=1e-5)
-    assert _mean_batch_size(metrics) > 1
+    assert mean_batch_size(metrics) > 1
     assert f'sentembed_requests_total{{route="/v1/embeddings",status="200"}} {CLIENTS * REQUESTS}.0' in metrics
 
 
@@ -76,4 +49,4 @@ def test_load_real_model_small(real_encoder, stsb_sentences, live_server):
     assert errors == 0
     texts = list(got)
     np.testing.assert_allclose(np.stack([got[t] for t in texts]), real_encoder.encode(texts), atol=1e-5)
-    assert _mean_batch_size(metrics) > 1
+    assert mean_batch_size(metrics) > 1

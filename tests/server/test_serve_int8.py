@@ -3,9 +3,7 @@ forward passes differ in shape from one another and from offline encode's, and e
 they get back is the one offline int8 `encode` gives (cosine >= 0.99999); /info says int8."""
 from __future__ import annotations
 
-import asyncio
 import random
-import re
 
 import httpx
 import numpy as np
@@ -14,7 +12,7 @@ import pytest
 import sentembed
 from sentembed.backends.int8 import Int8Runner, int8_supported
 from sentembed.server import create_app
-from support import TINY_WORDS
+from support import TINY_WORDS, embed_concurrently, mean_batch_size
 
 CLIENTS, REQUESTS = 32, 4
 
@@ -40,32 +38,15 @@ def _mixed_texts(count: int) -> list[str]:
     return list(dict.fromkeys(texts))
 
 
-async def _client(url: str, rng: random.Random, texts: list[str], got: list[tuple[str, np.ndarray]]) -> int:
-    errors = 0
-    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
-        for _ in range(REQUESTS):
-            batch = rng.sample(texts, rng.randint(1, 16))
-            r = await http.post("/v1/embeddings", json={"input": batch})
-            if r.status_code != 200:
-                errors += 1
-                continue
-            got += [(text, np.asarray(item["embedding"], np.float32)) for text, item in zip(batch, r.json()["data"])]
-    return errors
-
-
 def test_served_int8_vectors_are_offline_int8_encode(int8_pair, live_server):
     served, offline = int8_pair
     texts = _mixed_texts(300)
     shapes: list[tuple[int, int]] = []
     hook = served.pipeline.transformer.mpnet.register_forward_hook(
         lambda _module, args, _out: shapes.append(tuple(args[0].shape)))
-    got: list[tuple[str, np.ndarray]] = []
     try:
         with live_server(create_app(served)) as url:
-            async def main() -> list[int]:
-                return await asyncio.gather(*(_client(url, random.Random(i), texts, got) for i in range(CLIENTS)))
-
-            errors = sum(asyncio.run(main()))
+            errors, got = embed_concurrently(url, texts, CLIENTS, REQUESTS)
             info = httpx.get(f"{url}/info", timeout=30).json()
             metrics = httpx.get(f"{url}/metrics", timeout=30).text
     finally:
@@ -75,9 +56,7 @@ def test_served_int8_vectors_are_offline_int8_encode(int8_pair, live_server):
     assert info["dtype"] == str(served.pipeline.transformer.mpnet.act_dtype).removeprefix("torch.")
     assert isinstance(offline.pipeline.transformer.mpnet, Int8Runner)
     # Batches of many inputs and many shapes: the server cut the queue its own way.
-    total = float(re.search(r"^sentembed_batch_size_sum (\S+)$", metrics, re.M).group(1))
-    count = float(re.search(r"^sentembed_batch_size_count (\S+)$", metrics, re.M).group(1))
-    assert total / count > 1
+    assert mean_batch_size(metrics) > 1
     assert len(set(shapes)) > 10, shapes
     sent = sorted({text for text, _ in got})
     want = dict(zip(sent, offline.encode(sent)))  # offline: encode's own batches of up to 32
