@@ -7,6 +7,7 @@ that one view, so a search never mixes two committed states.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,19 +52,21 @@ def rank(view: View, q: np.ndarray, dense_for: list[int], expressions: list[str 
         return [[] for _ in expressions]
     depth = max(k, FUSION_DEPTH) if mode == "hybrid" else k
     dense = dict(zip(dense_for, _dense(view, q, depth, where) if dense_for else []))
-    lexical = {i: view.catalog.search_lexical(e, depth, where) for i, e in enumerate(expressions) if e}
-    rows = {r for ranked in (*dense.values(), *lexical.values()) for r, _ in ranked}
-    docs = view.catalog.fetch(rows)
-    out = []
+    lexical = {i: view.catalog.search_lexical(e, depth, where, view.snap.live_rows)
+               for i, e in enumerate(expressions) if e}
+    # Fusion needs only each passage's document; texts are read for the hits returned alone.
+    fused = {r for i in lexical for r, _ in (*dense[i], *lexical[i])} if mode == "hybrid" else ()
+    parents = view.catalog.parents(fused)
+    ranked = []
     for i, e in enumerate(expressions):
         if e is None or mode == "dense":
-            ranked = dense[i][:k]
+            ranked.append(dense[i][:k])
         elif mode == "lexical":
-            ranked = lexical[i][:k]
+            ranked.append(lexical[i][:k])
         else:
-            ranked = _fuse(dense[i], lexical[i], docs, k, alpha)
-        out.append([_hit(docs[r], s) for r, s in ranked if r in docs])
-    return out
+            ranked.append(_fuse(dense[i], lexical[i], parents, k, alpha))
+    docs = view.catalog.fetch({r for found in ranked for r, _ in found})
+    return [[_hit(docs[r], s) for r, s in found if r in docs] for found in ranked]
 
 
 def _dense(view: View, q: np.ndarray, k: int, where: dict[str, Any] | None) -> list[list[tuple[int, float]]]:
@@ -77,10 +80,10 @@ def _dense(view: View, q: np.ndarray, k: int, where: dict[str, Any] | None) -> l
         exclude[view.catalog.rows_where(where)] = False
         index = None
     live = snap.n_rows - (int(exclude.sum()) if exclude is not None else 0)
-    fetch = min(k, max(live, 1))
+    # Several passages of one document may fill the top rows: ask first for the rows k
+    # documents hold on average, then for more until k documents are found or every row was ranked.
+    fetch = min(math.ceil(k * max(snap.live_rows / max(snap.n_alive, 1), 1.0)), max(live, 1))
     while True:
-        # Several passages of one document may fill the top rows: ask for more until k
-        # documents are found or every row was ranked.
         if index is not None and int(snap.state.get("ann_rows", 0)) == snap.n_rows:
             scores, rows = _search_ann(view, index, q, fetch, sim)
         else:
@@ -127,17 +130,17 @@ def _hit(doc: tuple[str, str | None, Any, int, int], score: float) -> Hit:
     return Hit(id_, score, text, meta, text[start:stop] if text is not None else None, (start, stop))
 
 
-def _fuse(dense: list[tuple[int, float]], lexical: list[tuple[int, float]], docs: dict, k: int,
+def _fuse(dense: list[tuple[int, float]], lexical: list[tuple[int, float]], parents: dict[int, int], k: int,
           alpha: float | None) -> list[tuple[int, float]]:
-    """Fuse two lists of (passage row, score) by document; a document keeps the passage of the
-    list that ranks it higher (dense on a tie)."""
-    best: dict[str, tuple[int, int]] = {}
+    """Fuse two lists of (passage row, score) by document (`parents`: passage row -> document
+    row); a document keeps the passage of the list that ranks it higher (dense on a tie)."""
+    best: dict[int, tuple[int, int]] = {}
     keyed = []
     for ranked in (dense, lexical):
-        keyed.append([(docs[r][0], s) for r, s in ranked if r in docs])
-        for rank_, (r, _) in enumerate(x for x in ranked if x[0] in docs):
-            key = docs[r][0]
-            if key not in best or rank_ < best[key][0]:
-                best[key] = (rank_, r)
+        ranked = [(r, s) for r, s in ranked if r in parents]
+        keyed.append([(parents[r], s) for r, s in ranked])
+        for rank_, (r, _) in enumerate(ranked):
+            if parents[r] not in best or rank_ < best[parents[r]][0]:
+                best[parents[r]] = (rank_, r)
     fused = fusion.rrf(*keyed) if alpha is None else fusion.weighted(*keyed, alpha)
     return [(best[key][1], score) for key, score in fused[:k]]

@@ -110,6 +110,11 @@ class Snapshot:
     def n_alive(self) -> int:
         return self.documents
 
+    @property
+    def live_rows(self) -> int:
+        """Vector rows (passages) of the live documents."""
+        return self.n_rows - int(self.deleted.sum())
+
 
 class Catalog:
     """SQLite access for one index directory (one connection per Catalog, per thread)."""
@@ -312,12 +317,15 @@ class Catalog:
              if self.passages else f"SELECT row FROM docs WHERE deleted = 0 AND {sql}")
         return np.asarray([r[0] for r in self.db.execute(q, params)], dtype=np.int64)
 
-    def search_lexical(self, expression: str, k: int, where: dict[str, Any] | None) -> list[tuple[int, float]]:
-        """The `k` best documents for an FTS5 expression: (best passage row, BM25 score)."""
+    def search_lexical(self, expression: str, k: int, where: dict[str, Any] | None,
+                       passages: int | None = None) -> list[tuple[int, float]]:
+        """The `k` best documents for an FTS5 expression: (best passage row, BM25 score);
+        `passages`: the live passages (lexical.search)."""
         if not self.lexical:
             raise ValueError(f"the index at {self.path.parent} has no lexical table (it predates it): "
                              f"build it with `sentembed index upgrade {self.path.parent}`, or search with mode='dense'")
-        return lexical.search(self.db, expression, k, compile_where(where) if where else None, self.passages)
+        return lexical.search(self.db, expression, k, compile_where(where) if where else None, self.passages,
+                              passages)
 
 
 def open_segment(directory: Path, seg: Segment, dim: int) -> np.ndarray:

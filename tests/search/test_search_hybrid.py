@@ -94,6 +94,23 @@ def test_hybrid_is_reciprocal_rank_fusion_of_both_lists(index):
     assert [h.id for h in index.search(q, top_k=4, mode="hybrid", alpha=1.0)] == dense
 
 
+def test_words_in_half_the_passages_add_nothing_and_are_left_out(tmp_path, enc):
+    """BM25 scores equal FTS5's own over the whole query; documents matching only a word in half
+    the passages or more (idf clamped to 1e-6) are not hits; such words alone still search."""
+    texts = ["the cat", "the dog and the cat", "the zeppelin", "a zeppelin over the sea", "the end", "stocks fell"]
+    idx = Index.create(tmp_path / "ix", enc, chunk_tokens=None)
+    idx.add(texts, ids=[str(i) for i in range(len(texts))])
+    ref = sqlite3.connect(":memory:")
+    ref.execute("CREATE VIRTUAL TABLE t USING fts5(text, tokenize='porter unicode61 remove_diacritics 2')")
+    ref.executemany("INSERT INTO t(rowid, text) VALUES (?, ?)", enumerate(texts))
+    full = ref.execute("""SELECT rowid, -bm25(t) FROM t WHERE t MATCH '"the" OR "zeppelin"' ORDER BY rank""").fetchall()
+    assert len(full) == 5  # "the": in 5 of 6 texts
+    hits = idx.search("The zeppelin!", top_k=10, mode="lexical")
+    assert [(h.id, h.score) for h in hits] == [(str(r), pytest.approx(s, abs=1e-5)) for r, s in full if s > 1e-3]
+    assert {h.id for h in hits} == {"2", "3"}
+    assert {h.id for h in idx.search("the", top_k=10, mode="lexical")} == {"0", "1", "2", "3", "4"}
+
+
 def test_where_applies_to_both_lists(index):
     for mode in ("dense", "lexical", "hybrid"):
         hits = index.search("stocks exchange rates herring", top_k=10, where={"kind": "news"}, mode=mode)
