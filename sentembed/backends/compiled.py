@@ -10,6 +10,8 @@ The file name is a key over everything the compiled code depends on, computed fr
 model before anything int8 is built: torch's version, the CPU's capabilities, the code of the
 graph, the build settings, the config and the float weights themselves. The zip's checksums are
 read before each load: a damaged package is named in a warning and compiled again, never run.
+Every upgrade of torch or sentembed makes new keys, so the directory is kept under
+`MAX_COMPILED_BYTES`: after a compile, the packages least recently loaded go first.
 
     path = package_path(mpnet, torch.bfloat16, keep=())
     run = load_package(path) or compile_package(int8_model, path)   # run(input_ids, bias)
@@ -20,6 +22,7 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -36,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # Sequences of every length an MPNet takes, in batches of any size the encoder forms.
 MAX_BATCH = 4096
+# About 15 packages of a base-sized MPNet (136 MB each).
+MAX_COMPILED_BYTES = 2 << 30
 
 
 def compiled_dir() -> Path:
@@ -86,11 +91,16 @@ def load_package(path: Path) -> Callable | None:
             bad = archive.testzip()
         if bad is not None:
             raise ValueError(f"checksum mismatch in {bad}")
-        return _load(path)
+        run = _load(path)
     except Exception as err:  # any damage reads the same to the user: compile again over it
         warn_once(f"{path} does not load, damaged or foreign ({type(err).__name__}: {str(err)[:120]}); "
                   "compiling it again")
         return None
+    try:
+        os.utime(path)  # its last use, which pruning goes by
+    except OSError:
+        pass  # a read-only cache: used, never pruned from here
+    return run
 
 
 def _load(path: Path) -> Callable:
@@ -129,4 +139,27 @@ def compile_package(model: torch.nn.Module, path: Path) -> Callable:
         staged = Path(tmp) / path.name
         aoti_compile_and_package(program, package_path=str(staged))
         move_into_place(staged, path)
+    prune(path.parent, keep=path)
     return _load(path)
+
+
+def prune(directory: Path, keep: Path, limit: int = MAX_COMPILED_BYTES) -> list[Path]:
+    """Remove the least recently used packages until those left fit in `limit` bytes (`keep`
+    always stays); returns the removed. Another process still running a removed package keeps
+    its open file; one about to load it compiles it again."""
+    packages = []
+    for path in directory.glob("int8-*.pt2"):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue  # removed meanwhile by another process
+        packages.append((path != keep, -st.st_mtime, st.st_size, path))
+    removed, total = [], 0
+    for _, _, size, path in sorted(packages):
+        total += size
+        if total > limit and path != keep:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    if removed:
+        log.info("removed %d compiled packages not used lately from %s", len(removed), directory)
+    return removed

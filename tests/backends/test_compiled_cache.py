@@ -67,11 +67,13 @@ def test_a_later_load_builds_no_int8_weight_and_gives_the_same_vectors(fresh, ti
     home, want = fresh
     monkeypatch.setenv("SENTEMBED_HOME", str(home))
     monkeypatch.setattr(compiled, "compile_package", lambda *a: pytest.fail("compiled again"))
+    os.utime(_package(home), (1_000, 1_000))
     enc = sentembed.load(str(tiny_model), quantize="int8")
     runner = enc.pipeline.transformer.mpnet
     assert runner.compiled and runner.model is None
     assert int8_weights_built == []
     np.testing.assert_array_equal(enc.encode(TEXTS, normalize=False), want)
+    assert _package(home).stat().st_mtime > 1_000  # marked used: pruning keeps it longest
     assert int8_weights_built == [] and runner.model is None  # the graph ran, not the eager modules
 
 
