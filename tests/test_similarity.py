@@ -113,6 +113,19 @@ def test_topk_is_the_best_rows_in_order(vectors, name):
     assert topk(q, c[:3], 5, name)[1].shape == (9, 3)
 
 
+def test_topk_with_many_ties_and_infinities_keeps_the_lower_row_first():
+    rng = np.random.default_rng(2)
+    q = rng.integers(-2, 3, size=(7, 4)).astype(np.float32)  # few distinct scores: ties everywhere
+    c = rng.integers(-2, 3, size=(500, 4)).astype(np.float32)
+    c[::11] = np.inf * np.sign(rng.normal(size=(len(c[::11]), 4)))
+    for k, chunk in ((1, 64), (9, 64), (40, 97), (600, 128)):
+        scores, idx = topk(q, c, k, "dot", query_chunk=3, corpus_chunk=chunk)
+        with np.errstate(invalid="ignore"):
+            full = q @ c.T
+        expected = np.argsort(-full, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(idx, expected)
+
+
 @pytest.mark.parametrize("precision", ["int8", "uint8", "binary", "ubinary"])
 def test_quantize_matches_reference(vectors, precision):
     from sentence_transformers.util.quantization import quantize_embeddings
