@@ -168,14 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     from sentembed.model.cpu import cpu
 
     results = {"cpu": cpu().describe(), "threads": args.threads}
-    if "rerank" not in skip:
-        results["rerank"] = bench_rerank(args)
-    if "mining" not in skip:
-        results["mining"] = bench_mining(args)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    print(f"CPU: {results['cpu']}; {args.threads} threads", flush=True)
+    for part, bench in (("rerank", bench_rerank), ("mining", bench_mining)):
+        if part in skip:
+            continue
+        results[part] = bench(args)
+        print(json.dumps({part: results[part]}, indent=2), flush=True)  # each part as soon as it is done
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 
