@@ -54,7 +54,7 @@ def rank(view: View, q: np.ndarray, dense_for: list[int], expressions: list[str 
     dense = dict(zip(dense_for, _dense(view, q, depth, where) if dense_for else []))
     lexical = {i: view.catalog.search_lexical(e, depth, where, view.snap.live_rows)
                for i, e in enumerate(expressions) if e}
-    # Fusion needs only each passage's document; texts are read for the hits returned alone.
+    # Fusion needs only each passage's document; texts are read only for the hits returned.
     fused = {r for i in lexical for r, _ in (*dense[i], *lexical[i])} if mode == "hybrid" else ()
     parents = view.catalog.parents(fused)
     ranked = []
