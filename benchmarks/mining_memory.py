@@ -13,6 +13,7 @@ of queries at a time), not a model's, and the run takes minutes instead of days.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import sys
@@ -81,9 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     encoder = BagOfWords(args.dimension)
     topics = max(args.pairs // 20, 1)
-    text_mb = (sum(len(q) + len(d) for q, d in pairs(min(args.pairs, 10_000), topics)) / min(args.pairs, 10_000)
-               * args.pairs + sum(len(c) for c in corpus(min(args.corpus, 10_000), topics))
-               / min(args.corpus, 10_000) * args.corpus) / 2**20
+    sample = 10_000  # texts measured for the estimate of the whole
+    pair_chars = sum(len(q) + len(d) for q, d in itertools.islice(pairs(args.pairs, topics), sample))
+    corpus_chars = sum(map(len, itertools.islice(corpus(args.corpus, topics), sample)))
+    text_mb = (pair_chars / min(args.pairs, sample) * args.pairs
+               + corpus_chars / min(args.corpus, sample) * args.corpus) / 2**20
     baseline = peak_rss_mb()
     start, written = time.perf_counter(), 0
     with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "rows.jsonl", "w") as out:

@@ -106,6 +106,12 @@ def table(indexes: dict, reranker, test, k: int) -> list[dict]:
     return rows
 
 
+def write_table(a, rows: list[dict]) -> None:
+    """runs/.../table.json (table-ROWS-kK.json for --only), with the arguments that made it."""
+    name = f"table-{a.only.replace(':', '-').replace(',', '_')}-k{a.rerank_top_k}.json" if a.only else "table.json"
+    (a.out / name).write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "rows": rows}, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="all-mpnet-base-v2")
@@ -161,9 +167,7 @@ def main() -> None:
     if a.only:
         indexes = {key: idx for key, idx in indexes.items() if ":".join(key) in a.only.split(",")}
     if a.no_reranker:
-        rows = table(indexes, None, test, a.rerank_top_k)
-        (a.out / "table.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "rows": rows},
-                                                     indent=1))
+        write_table(a, table(indexes, None, test, a.rerank_top_k))
         return
     if not (a.out / "reranker").exists():
         ce = load_reranker(a.model)
@@ -173,10 +177,7 @@ def main() -> None:
     reranker = sentembed.load_cross_encoder(a.out / "reranker", device="cpu", dtype=a.dtype)
     reranker.max_seq_length = a.rerank_max_seq_length
 
-    rows = table(indexes, ScoredOnce(reranker), test, a.rerank_top_k)
-    name = f"table-{a.only.replace(':', '-').replace(',', '_')}-k{a.rerank_top_k}.json" if a.only else "table.json"
-    (a.out / name).write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "rows": rows},
-                                                 indent=1))
+    write_table(a, table(indexes, ScoredOnce(reranker), test, a.rerank_top_k))
 
 
 if __name__ == "__main__":

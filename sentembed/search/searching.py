@@ -79,7 +79,7 @@ def _dense(view: View, q: np.ndarray, k: int, where: dict[str, Any] | None) -> l
         exclude = np.ones(snap.n_rows, dtype=bool)
         exclude[view.catalog.rows_where(where)] = False
         index = None
-    live = snap.n_rows - (int(exclude.sum()) if exclude is not None else 0)
+    live = snap.live_rows if where is None else snap.n_rows - int(exclude.sum())
     # Several passages of one document may fill the top rows: ask first for the rows k
     # documents hold on average, then for more until k documents are found or every row was ranked.
     fetch = min(math.ceil(k * max(snap.live_rows / max(snap.n_alive, 1), 1.0)), max(live, 1))

@@ -25,6 +25,8 @@ only a copy a segment lacks (or holds damaged) is written for it later, renamed 
 """
 from __future__ import annotations
 
+import functools
+
 import json
 import os
 import sqlite3
@@ -110,7 +112,7 @@ class Snapshot:
     def n_alive(self) -> int:
         return self.documents
 
-    @property
+    @functools.cached_property
     def live_rows(self) -> int:
         """Vector rows (passages) of the live documents."""
         return self.n_rows - int(self.deleted.sum())
