@@ -14,6 +14,8 @@ from typing import Any, Optional
 
 import typer
 
+from ..backends.options import dtype_option, quantize_option
+
 
 def _flag_type(tp: Any) -> Any:
     # Typer wants plain scalars; structures travel as JSON strings.
@@ -37,6 +39,9 @@ def mine_negatives(
     field: str = typer.Option("text", help="The corpus column that holds the text (not for .txt)."),
     index: Optional[Path] = typer.Option(None, "--index", help="A sentembed index to mine from, reusing its vectors."),
     model: str = typer.Option("all-mpnet-base-v2", "-m", "--model", help="Model name or directory."),
+    dtype: str = dtype_option("Mining ranks candidates; negatives chosen in bfloat16 or int8 may differ from "
+                              "float32's near the window's edges."),
+    quantize: Optional[str] = quantize_option(),
     columns: Optional[str] = typer.Option(None, help="The two pair columns, comma-separated (default: detected)."),
     num_negatives: int = typer.Option(3, help="Negatives per pair."),
     range_min: int = typer.Option(0, help="Skip this many best candidates."),
@@ -59,7 +64,7 @@ def mine_negatives(
     try:
         if corpus is not None and index is not None:
             raise ValueError("give --corpus or --index, not both")
-        encoder = sentembed.load(model)
+        encoder = sentembed.load(model, dtype=dtype, quantize=quantize)
         source: dict[str, Any] = {}
         if index is not None:
             source["index"] = open_index(index, encoder)

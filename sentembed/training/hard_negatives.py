@@ -15,11 +15,12 @@ skip likely false negatives; `sampling` "top" (the best that pass) or "random" (
 Memory is bounded, not proportional to the data: the pairs and the corpus texts sit in
 temporary files (`RowStore`: 8 bytes a row in memory), the corpus vectors in a memory-mapped
 temporary file (rows × dimension × 4 bytes on disk), and each text is known in memory only
-by a 64-bit hash (8 bytes per pair side and per corpus row). The working set is one chunk of
-`chunk_size` queries: their embeddings, candidate lists of `range_max` rows, and the exact
-top-k scan (`sentembed.vectors.topk`: 256 queries × 50,000 corpus rows of scores, and one
-50,000-row block of corpus vectors, about 300 MB at dimension 768). So for 1M pairs and a 1M
-corpus: about 40 MB of hashes and offsets plus that working set.
+by a 64-bit hash, kept with its sorted order for lookups: 40 bytes a pair and 32 a corpus row
+in all. The working set is one chunk of `chunk_size` queries: their embeddings, candidate
+lists of `range_max` rows, and the exact top-k scan (`sentembed.vectors.topk`: 256 queries ×
+50,000 corpus rows of scores, and one 50,000-row block of corpus vectors, about 300 MB at
+dimension 768). So for 1M pairs and a 1M corpus: about 70 MB of hashes and offsets plus that
+working set (`benchmarks/mining_memory.py` measures it; the README has the figure).
 
 Training never imports search (docs/ARCHITECTURE.md). `index=` takes any object with
 `search_many(queries, top_k, mode=, query_vectors=)` returning hits with `text`, `passage`
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from array import array
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -79,7 +81,7 @@ def _check(num_negatives: int, range_min: int, range_max: int | None, sampling: 
 def _pairs_store(pairs: Iterable[Sequence[str]], spill_dir: str | None) -> tuple[RowStore, np.ndarray, np.ndarray]:
     """The pairs in a RowStore, with the hashes of their queries and positives."""
     store = RowStore(spill_dir)
-    q_hash, p_hash = [], []
+    q_hash, p_hash = array("Q"), array("Q")   # 8 bytes a hash, not a Python int's 40
     for number, pair in enumerate(pairs):
         if isinstance(pair, str) or len(pair) < 2 or not all(isinstance(t, str) for t in pair[:2]):
             raise TypeError(f"pair {number} is not a (query, positive) pair of texts: {pair!r:.80}")
@@ -89,7 +91,7 @@ def _pairs_store(pairs: Iterable[Sequence[str]], spill_dir: str | None) -> tuple
     store.seal()
     if not len(store):
         raise ValueError("no pairs to mine negatives for")
-    return store, np.array(q_hash, dtype=np.uint64), np.array(p_hash, dtype=np.uint64)
+    return store, np.frombuffer(q_hash, dtype=np.uint64), np.frombuffer(p_hash, dtype=np.uint64)
 
 
 class _Corpus:
@@ -101,7 +103,7 @@ class _Corpus:
 
         self.store = RowStore(spill_dir)
         self._file = tempfile.NamedTemporaryFile(dir=spill_dir, prefix="sentembed-corpus-", suffix=".f32")
-        hashes: list[int] = []
+        hashes = array("Q")
         chunk: list[str] = []
         dim = 0
         with tqdm(desc="embed corpus", unit="text", disable=show_progress is False) as bar:
@@ -122,8 +124,15 @@ class _Corpus:
         self._file.flush()
         if not hashes:
             raise ValueError("the corpus is empty")
-        self.hashes = np.array(hashes, dtype=np.uint64)
+        self.hashes = np.frombuffer(hashes, dtype=np.uint64)
+        self._by_hash = np.argsort(self.hashes, kind="stable")
+        self._sorted_hashes = self.hashes[self._by_hash]
         self.vectors = np.memmap(self._file.name, dtype=np.float32, mode="r", shape=(len(hashes), dim))
+
+    def rows_of(self, hashes: np.ndarray) -> np.ndarray:
+        """The corpus row of each text hash, -1 where the text is not in the corpus."""
+        at = np.minimum(np.searchsorted(self._sorted_hashes, hashes), len(self.hashes) - 1)
+        return np.where(self._sorted_hashes[at] == hashes, self._by_hash[at], -1)
 
 
 def mine_hard_negatives(pairs: Iterable[Sequence[str]], corpus: Iterable[str] | None = None, index: Any = None,
@@ -166,7 +175,7 @@ def mine_hard_negatives(pairs: Iterable[Sequence[str]], corpus: Iterable[str] | 
             rows = store[start:start + chunk_size]
             queries, positives = [r[0] for r in rows], [r[1] for r in rows]
             q_vecs = encode_as(encoder, queries, "query", batch_size=batch_size)
-            p_vecs = encode_as(encoder, positives, "document", batch_size=batch_size)
+            p_vecs = _positive_vectors(positives, p_hash[start:start + len(rows)], source, encoder, batch_size)
             pos_scores = np.asarray(paired_scores(q_vecs, p_vecs, similarity), dtype=np.float32)
             judged = [set(p_hash[by_query[np.searchsorted(sorted_q, h):np.searchsorted(sorted_q, h, "right")]].tolist())
                       for h in q_hash[start:start + len(rows)]]
@@ -182,6 +191,24 @@ def mine_hard_negatives(pairs: Iterable[Sequence[str]], corpus: Iterable[str] | 
                 chosen = kept[:num_negatives] if sampling == "top" else rng.sample(kept, min(num_negatives, len(kept)))
                 yield from _rows(query, positive, chosen, output, num_negatives)
             bar.update(len(rows))
+
+
+def _positive_vectors(positives: list[str], hashes: np.ndarray, source: _Corpus | None, encoder: Any,
+                      batch_size: int) -> np.ndarray:
+    """The positives' vectors; a positive that is also a corpus text reuses its corpus vector
+    (both are embedded as documents), so each distinct text is embedded once."""
+    rows = source.rows_of(hashes) if source is not None else np.full(len(positives), -1)
+    missing = np.flatnonzero(rows < 0)
+    if not len(missing):
+        return np.asarray(source.vectors[rows])
+    encoded = encode_as(encoder, [positives[i] for i in missing], "document", batch_size=batch_size)
+    if len(missing) == len(positives):
+        return encoded
+    out = np.empty((len(positives), encoded.shape[1]), dtype=np.float32)
+    out[missing] = encoded
+    found = np.flatnonzero(rows >= 0)
+    out[found] = source.vectors[rows[found]]
+    return out
 
 
 def _unique_positives(store: RowStore) -> Iterator[tuple[str]]:

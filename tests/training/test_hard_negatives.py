@@ -3,6 +3,8 @@ the encoder's own scores, the rank window and outputs are as documented, and an 
 anything with its search_many) stands in for the corpus."""
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 from support import HashEncoder
@@ -70,6 +72,34 @@ def test_outputs():
     # too strict a margin leaves too few: the n-tuple of that pair is skipped, not padded
     assert list(mine_hard_negatives(PAIRS[:3], corpus=CORPUS, encoder=enc, num_negatives=3, output="n-tuple",
                                     max_score=-1.0, show_progress=False)) == []
+
+
+class CountingEncoder(HashEncoder):
+    """Records every text it embeds."""
+
+    def __init__(self):
+        super().__init__(dimension=64)
+        self.embedded: list[str] = []
+
+    def encode(self, texts, **kw):
+        self.embedded += [texts] if isinstance(texts, str) else list(texts)
+        return super().encode(texts, **kw)
+
+
+def test_each_distinct_text_is_embedded_once():
+    """A positive found in the corpus reuses its corpus vector; one outside it is embedded,
+    and its score (the margin's base) is right either way."""
+    enc = CountingEncoder()
+    outside = (PAIRS[2][0], PAIRS[2][0] + " outside")   # close to its query, so negatives pass the margin
+    pairs = PAIRS + [outside]
+    rows = list(mine_hard_negatives(pairs, corpus=CORPUS, encoder=enc, num_negatives=3, relative_margin=0.1,
+                                    show_progress=False, chunk_size=16))
+    queries = {q for q, _ in pairs}
+    assert Counter(t for t in enc.embedded if t not in queries) == Counter(CORPUS + [outside[1]])
+    fresh = HashEncoder(dimension=64)
+    assert any(p == outside[1] for _, p, _ in rows)
+    for query, positive, negative in rows:
+        assert score(fresh, query, negative) <= (1 - 0.1) * score(fresh, query, positive) + 1e-6
 
 
 def test_without_a_corpus_the_positives_are_the_corpus():
