@@ -17,6 +17,8 @@ gives them an idf of 1e-6, so they add nothing to a passage's score, yet each ma
 passage a hit whose score must be computed (on SciFact, a typical claim matched 6,858 of 6,897
 passages through words such as "the" and "of"). When the other words find fewer than k
 documents, the whole query runs, so a document that holds only common words still comes last.
+Documents are grouped from the best passages first, all of them only when those hold fewer
+than k documents.
 
 >>> match_expression('say "NEAR(a b)" AND c*')
 '"say" OR "near" OR "a" OR "b" OR "and" OR "c"'
@@ -25,6 +27,7 @@ True
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -57,27 +60,52 @@ def delete_documents(cur: Any, doc_rows: list[int], chunked: bool) -> None:
 
 
 def search(db: Any, expression: str, k: int, where: tuple[str, list[Any]] | None, chunked: bool,
-           passages: int | None = None) -> list[tuple[int, float]]:
+           passages: int | None = None, documents: int | None = None) -> list[tuple[int, float]]:
     """The `k` best documents for an FTS5 expression: (best passage row, BM25 score), best first.
 
     The score is -bm25(), so larger is better, as for every other score of the index. A
     document's score is its best passage's; `where` (SQL over docs.metadata) is applied here,
-    before any fusion. `passages`, the rows of the table, lets words in half of them or more be
-    left out first (see above).
+    before any fusion. `passages` and `documents`, the live rows of the table and documents of
+    the index, let words in half of the passages or more be left out first (see above) and
+    size the head of passages read first (`_documents`).
     """
+    expressions = [expression]
     if passages:
         narrow = informative(db, expression, passages)
         if narrow != expression:
-            found = search(db, narrow, k, where, chunked)
+            expressions.insert(0, narrow)
+    per_document = passages / documents if chunked and passages and documents else 1.0
+    head = math.ceil(k * HEAD_MARGIN * max(per_document, 1.0))
+    for expr in expressions:
+        for limit in (head, None):
+            found = _documents(db, expr, k, where, chunked, limit)
             if len(found) >= k:  # those matching only the words left out would rank below these
                 return found
+    return found
+
+
+# The head holds a quarter more passages than k documents hold on average, so that
+# documents with several matching passages, deleted ones and filtered ones rarely empty it.
+HEAD_MARGIN = 1.25
+
+
+def _documents(db: Any, expression: str, k: int, where: tuple[str, list[Any]] | None, chunked: bool,
+               limit: int | None) -> list[tuple[int, float]]:
+    """The `k` best documents among the `limit` best passages (None: all that match).
+
+    Exact whenever k documents are found: every other document's passages all rank after the
+    last one read (by score, then row), so after every document found. Grouping, joining
+    and filtering only the head saves most of a search's time (on SciFact's 6,897 passages,
+    9.8 ms a query with all 4,000 matches, 6.6 ms with a head of 500)."""
     cond, params = where if where else ("1", [])
     if chunked:
         join, doc = "JOIN passages p ON p.row = h.row JOIN docs d ON d.row = p.doc", "p.doc"
     else:
         join, doc = "JOIN docs d ON d.row = h.row", "d.row"
+    head = "" if limit is None else f" ORDER BY bm25(lexical), rowid LIMIT {int(limit)}"
     sql = (
-        "WITH hits(row, score) AS MATERIALIZED (SELECT rowid, bm25(lexical) FROM lexical WHERE lexical MATCH ?) "
+        "WITH hits(row, score) AS MATERIALIZED "
+        f"(SELECT rowid, bm25(lexical) FROM lexical WHERE lexical MATCH ?{head}) "
         f"SELECT h.row, MIN(h.score) AS s FROM hits h {join} WHERE d.deleted = 0 AND ({cond}) "
         f"GROUP BY {doc} ORDER BY s, h.row LIMIT ?"
     )

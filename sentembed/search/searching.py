@@ -20,8 +20,10 @@ from .exact import topk_blocks
 from .view import View
 
 # Each list of a hybrid search holds at least this many documents before fusion, so that a
-# document just below the top k of one list can still rise on the other's evidence.
-FUSION_DEPTH = 100
+# document well below the top k of one list can still rise on the other's evidence. One depth
+# for every k up to it, so a search's top 10 is the first 10 of its top 100. Chosen on
+# SciFact's train queries (benchmarks/RESULTS.md): 300 gave RRF's best Recall@100 there.
+FUSION_DEPTH = 300
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ def rank(view: View, q: np.ndarray, dense_for: list[int], expressions: list[str 
         return [[] for _ in expressions]
     depth = max(k, FUSION_DEPTH) if mode == "hybrid" else k
     dense = dict(zip(dense_for, _dense(view, q, depth, where) if dense_for else []))
-    lexical = {i: view.catalog.search_lexical(e, depth, where, view.snap.live_rows)
+    lexical = {i: view.catalog.search_lexical(e, depth, where, view.snap.live_rows, view.snap.n_alive)
                for i, e in enumerate(expressions) if e}
     # Fusion needs only each passage's document; texts are read only for the hits returned.
     fused = {r for i in lexical for r, _ in (*dense[i], *lexical[i])} if mode == "hybrid" else ()
@@ -80,9 +82,10 @@ def _dense(view: View, q: np.ndarray, k: int, where: dict[str, Any] | None) -> l
         exclude[view.catalog.rows_where(where)] = False
         index = None
     live = snap.live_rows if where is None else snap.n_rows - int(exclude.sum())
-    # Several passages of one document may fill the top rows: ask first for the rows k
-    # documents hold on average, then for more until k documents are found or every row was ranked.
-    fetch = min(math.ceil(k * max(snap.live_rows / max(snap.n_alive, 1), 1.0)), max(live, 1))
+    # Several passages of one document may fill the top rows: ask first for a quarter more rows
+    # than k documents hold on average, then for more until k documents are found or every row
+    # was ranked (a second scan costs more than the extra rows of the first).
+    fetch = min(math.ceil(k * max(1.25 * snap.live_rows / max(snap.n_alive, 1), 1.0)), max(live, 1))
     while True:
         if index is not None and int(snap.state.get("ann_rows", 0)) == snap.n_rows:
             scores, rows = _search_ann(view, index, q, fetch, sim)

@@ -320,14 +320,14 @@ class Catalog:
         return np.asarray([r[0] for r in self.db.execute(q, params)], dtype=np.int64)
 
     def search_lexical(self, expression: str, k: int, where: dict[str, Any] | None,
-                       passages: int | None = None) -> list[tuple[int, float]]:
+                       passages: int | None = None, documents: int | None = None) -> list[tuple[int, float]]:
         """The `k` best documents for an FTS5 expression: (best passage row, BM25 score);
-        `passages`: the live passages (lexical.search)."""
+        `passages`, `documents`: the live passages and documents (lexical.search)."""
         if not self.lexical:
             raise ValueError(f"the index at {self.path.parent} has no lexical table (it predates it): "
                              f"build it with `sentembed index upgrade {self.path.parent}`, or search with mode='dense'")
         return lexical.search(self.db, expression, k, compile_where(where) if where else None, self.passages,
-                              passages)
+                              passages, documents)
 
 
 def open_segment(directory: Path, seg: Segment, dim: int) -> np.ndarray:

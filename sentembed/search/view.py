@@ -26,6 +26,9 @@ from .prefilter import Shadow, read_shadow
 from .store import Catalog, Segment, Snapshot, open_segment, read_rows
 
 
+MAPPED_BYTES = 64 << 20
+
+
 def shadow_file(seg_file: str) -> str:
     """The bf16 copy's file beside a segment's."""
     return seg_file.rsplit(".", 1)[0] + ".bf16"
@@ -139,7 +142,13 @@ class View:
         self.segments, self._ann = files.hold(snap)
 
     def blocks(self) -> list[Block]:
-        return [Block(s.segment.first_row, s.rows, s.copy, take=functools.partial(read_rows, s.file, self.dimension))
+        # Re-scoring reads its rows with one pread a run of rows (store.read_rows), which keeps
+        # a large index's memory small; an index of at most MAPPED_BYTES of vectors is read
+        # through its memory maps instead, one copy for all the rows, whose pages cost nothing
+        # worth saving there.
+        mapped = self.snap.n_rows * self.dimension * 4 <= MAPPED_BYTES
+        return [Block(s.segment.first_row, s.rows, s.copy,
+                      take=None if mapped else functools.partial(read_rows, s.file, self.dimension))
                 for s in self.segments]
 
     def gather(self, rows: np.ndarray) -> np.ndarray:

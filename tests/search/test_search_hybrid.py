@@ -113,6 +113,37 @@ def test_words_in_half_the_passages_add_nothing_and_are_left_out(tmp_path, enc):
     assert {h.id for h in idx.search("the", top_k=10, mode="lexical")} == {"0", "1", "2", "3", "4"}
 
 
+def test_documents_from_the_best_passages_first_equal_those_from_every_match(tmp_path, enc):
+    """Grouping a head of the best passages gives the ranking of grouping every matching
+    passage, with many passages per document, common words, deletions and a filter."""
+    from sentembed.search import lexical
+    from sentembed.search.filters import compile_where
+
+    rng = np.random.default_rng(0)
+    vocabulary = [f"w{i}" for i in range(40)]
+    odds = 1 / np.arange(1, 41)  # a few words in most passages, most in few
+    texts = [" ".join(rng.choice(vocabulary, size=rng.integers(3, 60), p=odds / odds.sum())) for _ in range(80)]
+    idx = Index.create(tmp_path / "ix", enc, chunk_tokens=10, chunk_overlap=2)
+    idx.add(texts, ids=[str(i) for i in range(80)], metadata=[{"even": i % 2 == 0} for i in range(80)])
+    idx.delete([str(i) for i in range(0, 80, 7)])
+    db = idx._catalog.db
+    passages = db.execute("SELECT count(*) FROM lexical").fetchone()[0]
+
+    def every_match(expression, k, where):   # the ranking before the head: whole matches only
+        for e in (lexical.informative(db, expression, passages), expression):
+            found = lexical._documents(db, e, k, where, True, None)
+            if len(found) >= k:
+                return found
+        return found
+
+    for query in ("w0 w1", "w2 w30 w31", "w5", "w39 w38 w0", "w0 w1 w2 w3 w4 w20"):
+        for k in (1, 3, 10, 40, 100):
+            for where in (None, {"even": True}):
+                got = [h.score for h in idx.search(query, top_k=k, mode="lexical", where=where)]
+                want = every_match(lexical.match_expression(query), k, compile_where(where) if where else None)
+                assert got == [s for _, s in want], (query, k, where)
+
+
 def test_where_applies_to_both_lists(index):
     for mode in ("dense", "lexical", "hybrid"):
         hits = index.search("stocks exchange rates herring", top_k=10, where={"kind": "news"}, mode=mode)

@@ -204,6 +204,24 @@ def test_index_with_deletions_dot_and_a_bf16_segment(tmp_path, monkeypatch):
     assert _hits(Index.open(tmp_path / "ix", enc), q, 12) == got  # the fp32 scan: the same hits, scores
 
 
+def test_rows_read_by_pread_or_through_the_maps_give_the_same_search(tmp_path, monkeypatch):
+    """A large index re-scores rows read with pread, a small one through its memory maps."""
+    from sentembed.search import view
+
+    enc = HashEncoder(dimension=16)
+    rng = np.random.default_rng(4)
+    vecs = rng.standard_normal((900, 16)).astype(np.float32)
+    idx = Index.create(tmp_path / "ix", enc)
+    for part in range(3):  # three segments
+        ids = [f"t{i}" for i in range(300 * part, 300 * part + 300)]
+        idx.add(ids, ids=ids, vectors=vecs[300 * part:300 * part + 300])
+    idx.delete([f"t{i}" for i in range(0, 900, 5)])
+    q = vecs[:7] + 0.05
+    mapped = _hits(idx, q, 9)
+    monkeypatch.setattr(view, "MAPPED_BYTES", 0)
+    assert _hits(Index.open(tmp_path / "ix", enc), q, 9) == mapped
+
+
 def test_truncated_int8_file_warns_and_search_stays_exact(tmp_path):
     enc = HashEncoder(dimension=16)
     rng = np.random.default_rng(9)
