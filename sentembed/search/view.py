@@ -11,11 +11,10 @@ snapshot no longer names, so the disk space of removed files is given back.
 """
 from __future__ import annotations
 
-import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
@@ -23,7 +22,7 @@ from . import ann, int8_scan, integrity, prefilter
 from .exact import Block
 from .int8_scan import Int8Copy, read_int8
 from .prefilter import Shadow, read_shadow
-from .store import Catalog, Segment, Snapshot, open_segment, read_rows
+from .store import Catalog, Segment, Snapshot, open_segment, row_reader
 
 
 MAPPED_BYTES = 64 << 20
@@ -58,12 +57,14 @@ def scanned_copies() -> list[tuple[Any, Any]]:
 
 @dataclass
 class SegmentFile:
-    """One committed segment, open: its rows mapped, the file held for reading rows, the copy
-    that is scanned (int8 or bf16, or None: its fp32 rows)."""
+    """One committed segment, open: its rows mapped, the file held with a reader of chosen rows
+    (`read`: store.row_reader, which keeps a large index's memory small), the copy that is
+    scanned (int8 or bf16, or None: its fp32 rows)."""
 
     segment: Segment
     rows: np.ndarray
     file: BinaryIO
+    read: Callable[[np.ndarray], np.ndarray]
     copy: Shadow | Int8Copy | None
 
 
@@ -102,7 +103,8 @@ class OpenFiles:
         except BaseException:
             file.close()
             raise
-        held = self._segments[seg.file] = SegmentFile(seg, rows, file, copy)
+        read = row_reader(file, seg.n_rows, self.dimension)
+        held = self._segments[seg.file] = SegmentFile(seg, rows, file, read, copy)
         return held
 
     def _open_copy(self, seg: Segment, state: dict[str, str]) -> Shadow | Int8Copy | None:
@@ -142,14 +144,12 @@ class View:
         self.segments, self._ann = files.hold(snap)
 
     def blocks(self) -> list[Block]:
-        # Re-scoring reads its rows with one pread a run of rows (store.read_rows), which keeps
-        # a large index's memory small; an index of at most MAPPED_BYTES of vectors is read
-        # through its memory maps instead, one copy for all the rows, whose pages cost nothing
-        # worth saving there.
+        # A large index reads the rows it re-scores through `read`, which lets their pages go;
+        # one of at most MAPPED_BYTES of vectors through its memory maps, whose pages stay
+        # mapped from one search to the next (a small index's pages are not worth saving, and
+        # faulting them in again would cost each search).
         mapped = self.snap.n_rows * self.dimension * 4 <= MAPPED_BYTES
-        return [Block(s.segment.first_row, s.rows, s.copy,
-                      take=None if mapped else functools.partial(read_rows, s.file, self.dimension))
-                for s in self.segments]
+        return [Block(s.segment.first_row, s.rows, s.copy, take=None if mapped else s.read) for s in self.segments]
 
     def gather(self, rows: np.ndarray) -> np.ndarray:
         """Vectors of global `rows`, wherever their segments are."""
@@ -159,7 +159,7 @@ class View:
         for k in np.unique(which):
             sel = which == k
             held = self.segments[k]
-            out[sel] = read_rows(held.file, self.dimension, rows[sel] - held.segment.first_row)
+            out[sel] = held.read(rows[sel] - held.segment.first_row)
         return out
 
     def ann(self) -> Any:

@@ -1,6 +1,8 @@
 """The bf16 pre-filter: its error bound holds, and search through it is exactly the fp32 search."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -165,3 +167,30 @@ def test_read_rows_matches_the_memory_map(tmp_path):
     path.write_bytes(m[:100].tobytes())
     with pytest.raises(RuntimeError, match="damaged"):
         read_rows(path, 12, np.array([499]))
+
+
+def test_the_row_reader_matches_the_memory_map_and_lets_its_pages_go(tmp_path):
+    from sentembed.search.store import MAPPED_READ_ROWS, row_reader
+
+    m = np.random.default_rng(5).standard_normal((3000, 64)).astype(np.float32)
+    path = tmp_path / "seg.f32"
+    path.write_bytes(m.tobytes())
+    rng = np.random.default_rng(6)
+    with open(path, "rb", buffering=0) as f:
+        read = row_reader(f, 3000, 64)
+        for rows in (np.array([7, 3, 3, 2999, 0]), rng.integers(0, 3000, 5 * MAPPED_READ_ROWS + 3),
+                     np.arange(3000), np.zeros(0, dtype=np.int64)):
+            np.testing.assert_array_equal(read(rows), m[rows])
+        if sys.platform.startswith("linux"):  # nothing of its mapping stays resident after a read
+            assert _resident_kb(path) == 0 < 3000 * 64 * 4 / 1024
+
+
+def _resident_kb(path) -> int:
+    """Resident kB of this process's mappings of `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        if line[0] in "0123456789abcdef" and "-" in line.split()[0]:
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
