@@ -28,13 +28,12 @@ from __future__ import annotations
 import functools
 
 import json
-import mmap
 import os
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -339,65 +338,6 @@ def open_segment(directory: Path, seg: Segment, dim: int) -> np.ndarray:
     if size != expected:
         raise RuntimeError(f"index segment {path} has {size} bytes, the catalog expects {expected}: the index is damaged")
     return np.memmap(path, dtype=np.float32, mode="r", shape=(seg.n_rows, dim))
-
-
-def read_rows(file: Path | BinaryIO, dim: int, rows: np.ndarray) -> np.ndarray:
-    """float32 `rows` of a segment file (a path, or a file held open), read with pread.
-
-    Touching a few rows through the memory map would make the kernel read ahead and map
-    megabytes around each one (large page-cache folios), all counted as this process's memory.
-    Consecutive rows are read in one call.
-    """
-    if isinstance(file, (str, os.PathLike)):
-        with open(file, "rb", buffering=0) as f:
-            return read_rows(f, dim, rows)
-    rows = np.asarray(rows, dtype=np.int64)
-    order = np.argsort(rows, kind="stable")
-    ordered = rows[order]
-    buf = np.empty((len(rows), dim), dtype=np.float32)
-    row_bytes = dim * 4
-    cuts = np.flatnonzero(np.diff(ordered) != 1) + 1
-    for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(rows)]])):
-        if hi <= lo:
-            continue
-        view = memoryview(buf[lo:hi]).cast("B")
-        pos, done = int(ordered[lo]) * row_bytes, 0
-        while done < len(view):
-            n = os.preadv(file.fileno(), [view[done:]], pos + done)
-            if n <= 0:
-                raise RuntimeError(f"index segment {file.name} ends early at byte {pos + done}: the index is damaged")
-            done += n
-    out = np.empty_like(buf)
-    out[order] = buf
-    return out
-
-
-# Rows read between two releases of the mapping's pages: a fault maps the page-cache folio
-# around its row (up to 2 MB with large folios), so this bounds the memory a read holds (about
-# 50 MB on 768-d rows) at about half the time of a pread a row.
-MAPPED_READ_ROWS = 64
-
-
-def row_reader(file: BinaryIO, n_rows: int, dim: int) -> Callable[[np.ndarray], np.ndarray]:
-    """A function reading chosen float32 rows of a segment file held open, that leaves none of
-    them in this process's memory: through a mapping of its own, read-ahead off, whose pages
-    are let go every MAPPED_READ_ROWS rows (they stay in the page cache; a search reading through
-    the mapping meanwhile only faults them in again); `read_rows` where madvise is missing.
-    """
-    if n_rows == 0 or not all(hasattr(mmap, f) for f in ("MADV_RANDOM", "MADV_DONTNEED")):
-        return functools.partial(read_rows, file, dim)
-    mapping = mmap.mmap(file.fileno(), n_rows * dim * 4, access=mmap.ACCESS_READ)
-    mapping.madvise(mmap.MADV_RANDOM)
-    matrix = np.frombuffer(mapping, dtype=np.float32).reshape(n_rows, dim)
-
-    def read(rows: np.ndarray) -> np.ndarray:
-        rows = np.asarray(rows, dtype=np.int64)
-        out = np.empty((len(rows), dim), dtype=np.float32)
-        for start in range(0, len(rows), MAPPED_READ_ROWS):
-            np.take(matrix, rows[start:start + MAPPED_READ_ROWS], axis=0, out=out[start:start + MAPPED_READ_ROWS])
-            mapping.madvise(mmap.MADV_DONTNEED)
-        return out
-    return read
 
 
 def disk_size(directory: Path) -> int:

@@ -22,7 +22,8 @@ from . import ann, int8_scan, integrity, prefilter
 from .exact import Block
 from .int8_scan import Int8Copy, read_int8
 from .prefilter import Shadow, read_shadow
-from .store import Catalog, Segment, Snapshot, open_segment, row_reader
+from .rows import row_reader
+from .store import Catalog, Segment, Snapshot, open_segment
 
 
 MAPPED_BYTES = 64 << 20
@@ -58,7 +59,7 @@ def scanned_copies() -> list[tuple[Any, Any]]:
 @dataclass
 class SegmentFile:
     """One committed segment, open: its rows mapped, the file held with a reader of chosen rows
-    (`read`: store.row_reader, which keeps a large index's memory small), the copy that is
+    (`read`: rows.row_reader, which keeps a large index's memory small), the copy that is
     scanned (int8 or bf16, or None: its fp32 rows)."""
 
     segment: Segment

@@ -205,7 +205,7 @@ def test_index_with_deletions_dot_and_a_bf16_segment(tmp_path, monkeypatch):
 
 
 def test_rows_read_by_the_row_reader_or_through_the_maps_give_the_same_search(tmp_path, monkeypatch):
-    """A large index re-scores rows read by store.row_reader, a small one through its memory maps."""
+    """A large index re-scores rows read by rows.row_reader, a small one through its memory maps."""
     from sentembed.search import view
 
     enc = HashEncoder(dimension=16)

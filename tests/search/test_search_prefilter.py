@@ -156,7 +156,7 @@ def test_index_writes_shadows_and_survives_a_damaged_one(tmp_path):
 
 
 def test_read_rows_matches_the_memory_map(tmp_path):
-    from sentembed.search.store import read_rows
+    from sentembed.search.rows import read_rows
 
     m = np.random.default_rng(4).standard_normal((500, 12)).astype(np.float32)
     path = tmp_path / "seg.f32"
@@ -170,7 +170,7 @@ def test_read_rows_matches_the_memory_map(tmp_path):
 
 
 def test_the_row_reader_matches_the_memory_map_and_lets_its_pages_go(tmp_path):
-    from sentembed.search.store import MAPPED_READ_ROWS, row_reader
+    from sentembed.search.rows import MAPPED_READ_ROWS, row_reader
 
     m = np.random.default_rng(5).standard_normal((3000, 64)).astype(np.float32)
     path = tmp_path / "seg.f32"
