@@ -133,7 +133,7 @@ def st_mining_models(args, path: Path) -> dict:
     if not (st_dir / "modules.json").is_file():
         shutil.copytree(path, st_dir, dirs_exist_ok=True)
     models = {"st-torch-fp32": SentenceTransformer(str(st_dir), device="cpu")}
-    if "st-ov" not in args.skip:
+    if "st-ov" not in args.skip.split(","):
         models["st-ov-default"] = SentenceTransformer(str(st_dir), device="cpu", backend="openvino")
         if not (st_dir / "openvino" / "openvino_model.xml").is_file():
             models["st-ov-default"].save_pretrained(str(st_dir))   # later runs load the export
@@ -165,7 +165,7 @@ def bench_mining(args) -> dict:
     calls.update({name: (lambda m=m: [tuple(r.values()) for r in st_mine(
         dataset, m, corpus=texts, batch_size=args.batch_size, verbose=False, output_format="triplet", **controls)])
         for name, m in st_mining_models(args, path).items()})
-    for model in (*ours.values(),):   # warm up: the int8 graph compiles on its first batch
+    for model in ours.values():   # warm up: the int8 graph compiles on its first batch
         model.encode(texts[:8])
     best: dict[str, float] = {}
     rows: dict[str, set] = {}

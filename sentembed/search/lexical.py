@@ -85,7 +85,8 @@ def search(db: Any, expression: str, k: int, where: tuple[str, list[Any]] | None
 
 
 # The head holds a quarter more passages than k documents hold on average, so that
-# documents with several matching passages, deleted ones and filtered ones rarely empty it.
+# documents with several matching passages, deleted ones and filtered ones rarely empty it
+# (the dense side's first scan asks for as many more rows: searching.py).
 HEAD_MARGIN = 1.25
 
 

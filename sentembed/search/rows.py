@@ -21,12 +21,8 @@ import numpy as np
 
 
 def read_rows(file: Path | BinaryIO, dim: int, rows: np.ndarray) -> np.ndarray:
-    """float32 `rows` of a segment file (a path, or a file held open), read with pread.
-
-    Touching a few rows through the memory map would make the kernel read ahead and map
-    megabytes around each one (large page-cache folios), all counted as this process's memory.
-    Consecutive rows are read in one call.
-    """
+    """float32 `rows` of a segment file (a path, or a file held open), read with pread;
+    consecutive rows in one call."""
     if isinstance(file, (str, os.PathLike)):
         with open(file, "rb", buffering=0) as f:
             return read_rows(f, dim, rows)

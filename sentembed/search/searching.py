@@ -17,6 +17,7 @@ import torch
 from ..vectors import pairwise_scores
 from . import ann, fusion
 from .exact import topk_blocks
+from .lexical import HEAD_MARGIN
 from .view import View
 
 # Each list of a hybrid search holds at least this many documents before fusion, so that a
@@ -85,7 +86,7 @@ def _dense(view: View, q: np.ndarray, k: int, where: dict[str, Any] | None) -> l
     # Several passages of one document may fill the top rows: ask first for a quarter more rows
     # than k documents hold on average, then for more until k documents are found or every row
     # was ranked (a second scan costs more than the extra rows of the first).
-    fetch = min(math.ceil(k * max(1.25 * snap.live_rows / max(snap.n_alive, 1), 1.0)), max(live, 1))
+    fetch = min(math.ceil(k * max(HEAD_MARGIN * snap.live_rows / max(snap.n_alive, 1), 1.0)), max(live, 1))
     while True:
         if index is not None and int(snap.state.get("ann_rows", 0)) == snap.n_rows:
             scores, rows = _search_ann(view, index, q, fetch, sim)

@@ -197,18 +197,14 @@ def _positive_vectors(positives: list[str], hashes: np.ndarray, source: _Corpus 
                       batch_size: int) -> np.ndarray:
     """The positives' vectors; a positive that is also a corpus text reuses its corpus vector
     (both are embedded as documents), so each distinct text is embedded once."""
-    rows = source.rows_of(hashes) if source is not None else np.full(len(positives), -1)
+    if source is None:
+        return encode_as(encoder, positives, "document", batch_size=batch_size)
+    rows = source.rows_of(hashes)
+    out = source.vectors[np.maximum(rows, 0)]   # a copy; the rows not found are filled next
     missing = np.flatnonzero(rows < 0)
-    if not len(missing):
-        return np.asarray(source.vectors[rows])
-    encoded = encode_as(encoder, [positives[i] for i in missing], "document", batch_size=batch_size)
-    if len(missing) == len(positives):
-        return encoded
-    out = np.empty((len(positives), encoded.shape[1]), dtype=np.float32)
-    out[missing] = encoded
-    found = np.flatnonzero(rows >= 0)
-    out[found] = source.vectors[rows[found]]
-    return out
+    if len(missing):
+        out[missing] = encode_as(encoder, [positives[i] for i in missing], "document", batch_size=batch_size)
+    return np.asarray(out)
 
 
 def _unique_positives(store: RowStore) -> Iterator[tuple[str]]:
