@@ -17,20 +17,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
-from ..io import fsync_dir
+from ..io import atomic_write, fsync_dir
 from ..model.cpu import cpu
 from . import ann, integrity, lexical
 from .int8_scan import write_int8
 from .prefilter import write_shadow
-from .store import BUMP_GENERATION, Catalog, Segment, Snapshot
+from .store import BUMP_GENERATION, Catalog, Segment, Snapshot, open_segment
 from .view import OpenFiles, View, int8_file, segment_files, shadow_file
 
 # Rewrite (dropping deleted rows) on add once more than this share of the rows is deleted.
 REWRITE_DELETED_SHARE = 0.5
+WRITE_BLOCK = 65536  # fp32 rows written at once (192 MiB at 768 dimensions)
 
 
 def copies_to_write() -> list[tuple[Callable[[str], str], Callable]]:
@@ -42,20 +43,27 @@ def copies_to_write() -> list[tuple[Callable[[str], str], Callable]]:
     return [(shadow_file, write_shadow)] if cpu().bf16 and not cpu().vnni else [(int8_file, write_int8)]
 
 
-def write_segment(directory: Path, seg: Segment, matrices: list[np.ndarray], shadow: bool) -> dict[str, str]:
+def write_segment(directory: Path, seg: Segment, matrices: Iterable[np.ndarray], shadow: bool) -> dict[str, str]:
     """Write float32 rows (and, with `shadow`, their fast copy: `copies_to_write`) to new files,
     fsynced before any commit names them; returns their checksums, as the catalog's state keys
-    (integrity.py)."""
+    (integrity.py).
+
+    `matrices` is read once, WRITE_BLOCK rows at a time, so a memory map (a merge's segments,
+    or vectors larger than memory given to `Index.add`) is never held whole; the copies are
+    written from the segment file just written. An error raised while reading them leaves
+    no file behind."""
     path = directory / seg.file
-    with open(path, "wb") as f:
+    dim = None
+    with atomic_write(path) as f:
         for m in matrices:
-            f.write(np.ascontiguousarray(m, dtype=np.float32).tobytes())
-        f.flush()
-        os.fsync(f.fileno())
+            dim = m.shape[1]
+            for start in range(0, len(m), WRITE_BLOCK):
+                f.write(np.ascontiguousarray(m[start : start + WRITE_BLOCK], dtype=np.float32).tobytes())
     names = [seg.file]
-    if shadow:
+    if shadow and dim is not None:
+        rows = open_segment(directory, seg, dim)
         for name_of, write in copies_to_write():
-            write(directory / name_of(seg.file), matrices)
+            write(directory / name_of(seg.file), [rows])
             names.append(name_of(seg.file))
     fsync_dir(path.parent)
     return {integrity.key(name): integrity.checksum(directory / name) for name in names}
@@ -146,7 +154,7 @@ def rewrite(directory: Path, files: OpenFiles, catalog: Catalog, snap: Snapshot,
     n_live = int(keep.sum())
     seg = next_segment(snap, 0, n_live)
     sums = write_segment(directory, seg, live or [np.zeros((0, files.dimension), np.float32)], shadow)
-    state = sums | build_ann(np.concatenate(live) if live else np.zeros((0, files.dimension), np.float32), seg.seg)
+    state = sums | build_ann(open_segment(directory, seg, files.dimension), seg.seg)
     new_of = np.cumsum(keep) - 1  # old row -> new row, for the rows kept
     _commit_rewrite(catalog, snap, seg, np.flatnonzero(keep), new_of[keep], state)
     old_ann = snap.state.get("ann_file")

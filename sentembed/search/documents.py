@@ -1,17 +1,22 @@
-"""Checks on documents before they reach the index: texts, ids and JSON metadata.
+"""Checks on documents before they reach the index: texts, ids, JSON metadata and vectors.
 
 Every error names the position of the offending item, so a bulk load can be fixed at once.
+Given vectors are read a block at a time: a memory-mapped file larger than memory is read
+once, never held whole.
 """
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
+
+from ..vectors import as_matrix
 
 # Metadata nests at most this deep: deeper JSON is refused at the door, before it can make
 # every later answer that carries it fail to serialise.
 MAX_METADATA_DEPTH = 32
+VECTOR_BLOCK = 65536  # given vectors checked and normalised at once (192 MiB of fp32 at 768 dimensions)
 
 
 def check_documents(texts: Sequence[str], ids: Sequence[Any] | None,
@@ -64,3 +69,31 @@ def _depth(value: Any) -> int:
             return deepest
         stack += [(c, d + 1) for c in children]
     return deepest
+
+
+def check_vectors(vectors: Any, dim: int) -> Any:
+    """`vectors` as a matrix of `dim` columns: a 2-D array or tensor as it is (a memory map
+    stays one), anything else converted."""
+    if getattr(vectors, "ndim", None) != 2:  # lists, or one vector
+        return as_matrix(vectors, "vectors", dim=dim).numpy()
+    if vectors.shape[1] != dim:
+        raise ValueError(f"vectors has dimension {vectors.shape[1]}, expected {dim}")
+    return vectors
+
+
+def stored_form(v: np.ndarray, similarity: str) -> np.ndarray:
+    # Cosine indexes keep unit vectors, so every later search is a plain inner product.
+    if similarity == "cosine":
+        v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    return np.ascontiguousarray(v, dtype=np.float32)
+
+
+def stored_blocks(vectors: Any, similarity: str) -> Iterator[np.ndarray]:
+    """The rows of `vectors` (from `check_vectors`) in their stored form, VECTOR_BLOCK at a
+    time; a row with NaN or infinity is an error that names it."""
+    for start in range(0, len(vectors), VECTOR_BLOCK):
+        block = as_matrix(vectors[start : start + VECTOR_BLOCK], "vectors", check_finite=False).numpy()
+        bad = ~np.isfinite(block).all(axis=1)
+        if bad.any():
+            raise ValueError(f"vectors row {start + int(np.flatnonzero(bad)[0])} contains NaN or infinity")
+        yield stored_form(block, similarity)

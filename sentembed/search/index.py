@@ -34,12 +34,12 @@ from . import ann, fusion
 from .chunking import Chunker, chunker_for
 from . import compaction, integrity
 from .compaction import next_segment, write_segment
-from .documents import check_documents
+from .documents import check_documents, check_vectors, stored_blocks, stored_form
 from .lexical import match_expression
 from .manifest import VERSION, check_encoder, new_manifest, read_manifest, write_manifest
 from .rerank import rerank_depth, rerank_hits
 from .searching import Hit, rank
-from .store import Catalog, Snapshot, disk_size
+from .store import Catalog, Snapshot, disk_size, open_segment
 from .view import OpenFiles, View, segment_files
 
 # The mode of a search that names none, where the index has a lexical table (else "dense").
@@ -217,10 +217,7 @@ class Index:
             return integrity.verify(self.path, self._snap(), self.dimension, self._shadowed)
 
     def _stored_form(self, v: np.ndarray) -> np.ndarray:
-        # Cosine indexes keep unit vectors, so every later search is a plain inner product.
-        if self.similarity == "cosine":
-            v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-        return np.ascontiguousarray(v, dtype=np.float32)
+        return stored_form(v, self.similarity)
 
     def search(self, query: str | Sequence[float] | np.ndarray, top_k: int = 10, where: dict[str, Any] | None = None,
                mode: str | None = None, alpha: float | None = None, rerank: Any = None,
@@ -310,8 +307,9 @@ class Index:
 
         A text longer than the index's window is stored as several passages, each embedded.
         Given `vectors` are one per passage of `index.chunk(texts)`, in order; or one per text,
-        and then each text is stored whole, as its vector was made. The passages enter the
-        lexical table in the same commit.
+        and then each text is stored whole, as its vector was made; a memory map
+        (`np.load("emb.npy", mmap_mode="r")`) larger than memory is read a block at a time.
+        The passages enter the lexical table in the same commit.
         Ids default to numbers counting up (in a fresh index, the row numbers) as strings, past
         any numeric id already taken; an id already in the index is an error. `metadata` is one JSON-serialisable dict (or None) per text.
         """
@@ -325,11 +323,10 @@ class Index:
         passages = [t[a:b] for t, doc in zip(texts, spans) for a, b in doc] if spans else texts
         if vectors is None:
             vectors = encode_as(self.encoder, passages, "document")
-        vecs = as_matrix(vectors, "vectors", dim=self.dimension).numpy()
-        if len(vecs) != len(passages):
+        vectors = check_vectors(vectors, self.dimension)
+        if len(vectors) != len(passages):
             cut = f" cut into {len(passages)} passages: give one vector per text or per passage of index.chunk(texts)"
-            raise ValueError(f"{len(vecs)} vectors for {n} texts" + (cut if len(passages) != n else ""))
-        vecs = self._stored_form(vecs)
+            raise ValueError(f"{len(vectors)} vectors for {n} texts" + (cut if len(passages) != n else ""))
         with self._writer():
             snap = self._snap()
             first = snap.n_rows
@@ -339,11 +336,11 @@ class Index:
             taken = self._catalog.existing_ids(list(ids))
             if taken:
                 raise ValueError(f"ids already in the index: {taken[:5]}{'...' if len(taken) > 5 else ''}; delete them first")
-            seg = next_segment(snap, first, len(vecs))
+            seg = next_segment(snap, first, len(vectors))
             # 1) the vectors, durable before any commit names them
-            sums = write_segment(self.path, seg, [vecs], self._shadowed)
+            sums = write_segment(self.path, seg, stored_blocks(vectors, self.similarity), self._shadowed)
             # 2) the ANN structure for the new state, in a new file
-            state = self._write_ann(snap, vecs, seg.seg)
+            state = self._write_ann(snap, open_segment(self.path, seg, self.dimension), seg.seg)
             # 3) one transaction makes it all visible
             self._catalog.commit_add(seg, list(ids), texts, meta_json, {**state, **sums, "next_id": str(next_id)}, spans)
             old = snap.state.get("ann_file")

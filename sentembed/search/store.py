@@ -337,6 +337,8 @@ def open_segment(directory: Path, seg: Segment, dim: int) -> np.ndarray:
     size = path.stat().st_size
     if size != expected:
         raise RuntimeError(f"index segment {path} has {size} bytes, the catalog expects {expected}: the index is damaged")
+    if seg.n_rows == 0:  # an empty file cannot be mapped
+        return np.zeros((0, dim), np.float32)
     return np.memmap(path, dtype=np.float32, mode="r", shape=(seg.n_rows, dim))
 
 

@@ -125,6 +125,41 @@ def test_bad_vectors(index):
         index.search("cat", top_k=0)
 
 
+def test_vectors_from_a_memory_map_are_read_in_blocks(tmp_path, enc, monkeypatch):
+    """The bulk path: vectors larger than memory, given as a memory map, are checked, normalised
+    and written a block at a time (segment, copy and merges alike), with the search of the same
+    vectors given whole; a bad row in a later block names its row and leaves nothing behind."""
+    from sentembed.search import documents
+
+    monkeypatch.setattr(documents, "VECTOR_BLOCK", 7)
+    monkeypatch.setattr(compaction, "WRITE_BLOCK", 5)
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((100, 32)).astype(np.float32) * rng.uniform(0.5, 3, (100, 1)).astype(np.float32)
+    path = tmp_path / "vectors.f32"
+    vecs.tofile(path)
+    mapped = np.memmap(path, dtype=np.float32, mode="r", shape=(100, 32))
+    blocked = Index.create(tmp_path / "blocked", enc)
+    blocked.add([f"t{i}" for i in range(40)], vectors=mapped[:40])
+    blocked.add([f"t{i}" for i in range(40, 100)], vectors=mapped[40:])  # merged with the first
+    whole = Index.create(tmp_path / "whole", enc)
+    with monkeypatch.context() as m:
+        m.setattr(documents, "VECTOR_BLOCK", 10**6)
+        m.setattr(compaction, "WRITE_BLOCK", 10**6)
+        whole.add([f"t{i}" for i in range(100)], vectors=vecs)
+    assert blocked.info()["segments"] == whole.info()["segments"] == 1
+    for a, b in zip(sorted((blocked.path / "vectors").iterdir()), sorted((whole.path / "vectors").iterdir())):
+        assert a.suffix == b.suffix and a.read_bytes() == b.read_bytes()  # the same bytes, in one write or many
+    q = rng.standard_normal((5, 32)).astype(np.float32)
+    assert [[(h.id, h.score) for h in hits] for hits in blocked.search_many(q, 10)] == \
+           [[(h.id, h.score) for h in hits] for hits in whole.search_many(q, 10)]
+    bad = np.array(mapped[:20])
+    bad[16, 2] = np.inf  # in the third block of 7
+    files = sorted(p.name for p in (blocked.path / "vectors").iterdir())
+    with pytest.raises(ValueError, match="row 16 contains NaN or infinity"):
+        blocked.add([f"u{i}" for i in range(20)], vectors=bad)
+    assert len(blocked) == 100 and sorted(p.name for p in (blocked.path / "vectors").iterdir()) == files
+
+
 def test_empty_index_search(tmp_path, enc):
     idx = Index.create(tmp_path / "e", enc)
     assert idx.search("anything") == [] and len(idx) == 0
