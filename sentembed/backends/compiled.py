@@ -14,7 +14,7 @@ Every upgrade of torch or sentembed makes new keys, so the directory is kept und
 `MAX_COMPILED_BYTES`: after a compile, the packages least recently loaded go first.
 
     path = package_path(mpnet, torch.bfloat16, keep=())
-    run = load_package(path) or compile_package(int8_model, path)   # run(input_ids, bias)
+    run = load_package(path) or compile_package(int8_model, path)   # run(input_ids, bias, index)
 """
 from __future__ import annotations
 
@@ -113,8 +113,8 @@ def _load(path: Path) -> Callable:
 
         return aoti_load_package(str(path))
 
-    def run(input_ids: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        return loader.boxed_run([input_ids, bias])[0]
+    def run(input_ids: torch.Tensor, bias: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return loader.boxed_run([input_ids, bias, index])[0]
     return run
 
 
@@ -128,12 +128,15 @@ def compile_package(model: torch.nn.Module, path: Path) -> Callable:
     length = cfg.max_position_embeddings - cfg.pad_token_id - 1
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     tokens = torch.export.Dim("length", min=2, max=length)
-    # An example of sizes other than 0 and 1, which export would take as constants.
+    real = torch.export.Dim("real_tokens", min=2, max=MAX_BATCH * length)
+    # An example of sizes other than 0 and 1, which export would take as constants, and with
+    # padding, so that no size is taken to equal another.
     input_ids = torch.full((2, 8), cfg.pad_token_id + 1, dtype=torch.long)
     bias = torch.zeros(2, cfg.num_attention_heads, 8, 8, dtype=model.dtype)
+    index = torch.tensor([0, 1, 2, 3, 4, 8, 9, 10, 11])
     with torch.no_grad():
-        program = torch.export.export(model, (input_ids, bias),
-                                      dynamic_shapes=({0: batch, 1: tokens}, {0: batch, 2: tokens, 3: tokens}))
+        program = torch.export.export(model, (input_ids, bias, index),
+                                      dynamic_shapes=({0: batch, 1: tokens}, {0: batch, 2: tokens, 3: tokens}, {0: real}))
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         staged = Path(tmp) / path.name

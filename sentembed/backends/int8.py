@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..model.cpu import cpu, warn_once
+from ..model.kernels import Unpadded, real_tokens
 from ..model.mpnet import AttentionMask, MPNet, padding_bias, run_layers
 from ..model.settings import settings
 from .session import BackendRunner
@@ -230,13 +231,16 @@ class Int8Layer(nn.Module):
         self.heads = heads
 
     def forward(self, x: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
-        batch, length, hidden = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, hidden // self.heads).permute(2, 0, 3, 1, 4)
-        # contiguous here, the QKV pass writes them in (batch, heads, length, head) order;
+        """x: (tokens, hidden), the real tokens alone; attention alone sees the padded layout."""
+        hidden = x.shape[-1]
+        qkv = mask.unpad.scatter(self.qkv(x))
+        batch, length = qkv.shape[:2]
+        q, k, v = qkv.view(batch, length, 3, self.heads, hidden // self.heads).permute(2, 0, 3, 1, 4)
+        # contiguous here, the scatter's copy writes them in (batch, heads, length, head) order;
         # left strided, each product copies its operand first
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         context = mask.attend(q, k, v)
-        x = self.ln1(self.o(context.transpose(1, 2).reshape(batch, length, hidden)) + x)
+        x = self.ln1(self.o(mask.unpad.gather(context.transpose(1, 2).reshape(batch, length, hidden))) + x)
         return self.ln2(self.feed_forward(x) + x)
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -274,10 +278,16 @@ class Int8MPNet(nn.Module):
             )
         self.dtype = dtype
 
-    def forward(self, input_ids: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, bias: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """bias from Int8Runner.attention_bias, built once outside the compiled graph: built
-        inside, the compiler recomputes it in every layer's softmax."""
-        return run_layers(self.layers, self.embeddings(input_ids), MathMask(bias))
+        inside, the compiler recomputes it in every layer's softmax. `index`: the real tokens
+        (kernels.real_tokens), the only rows the products, LayerNorms and GELU compute (a
+        batch of mixed lengths wastes nothing on its padding); the padding's rows of the
+        result are zeros."""
+        x = self.embeddings(input_ids)
+        unpad = Unpadded.at(index, *input_ids.shape)
+        x = run_layers(self.layers, unpad.gather(x), MathMask(bias, unpad))
+        return unpad.scatter(x)
 
 
 def compile_enabled() -> bool:
@@ -359,17 +369,17 @@ class Int8Runner(BackendRunner):
         return self.position_bias[None, :, :length, :length] + padding_bias(attention_mask, self.act_dtype)
 
     def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        bias = self.attention_bias(attention_mask)
+        bias, index = self.attention_bias(attention_mask), real_tokens(attention_mask)
         if self._package is not None:
             self._graph, self._package = self._compile(self._package), None
         if self._graph is not None:
             try:
-                return self._graph(input_ids, bias).float()
+                return self._graph(input_ids, bias, index).float()
             except Exception as err:  # an inductor gap: fall back, loudly
                 warnings.warn(f"the compiled int8 graph failed ({type(err).__name__}: {str(err)[:200]}); "
                               "int8 runs eagerly", stacklevel=2)
                 self._graph = None
-        return self._eager()(input_ids, bias).float()
+        return self._eager()(input_ids, bias, index).float()
 
     def _eager(self) -> Int8MPNet:
         if self.model is None:

@@ -80,6 +80,11 @@ class Linear(nn.Linear):
         return F.linear(x, self.weight, self.bias) if out is None else out
 
 
+def real_tokens(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions of the real tokens in the flattened (batch x length) padded layout."""
+    return attention_mask.reshape(-1).nonzero().squeeze(1)
+
+
 class Unpadded:
     """Where the real tokens of a padded batch sit, so per-token work skips the padding.
 
@@ -92,7 +97,14 @@ class Unpadded:
 
     def __init__(self, attention_mask: torch.Tensor):
         self.batch, self.length = attention_mask.shape
-        self.index = attention_mask.reshape(-1).nonzero().squeeze(1)
+        self.index = real_tokens(attention_mask)
+
+    @classmethod
+    def at(cls, index: torch.Tensor, batch: int, length: int) -> "Unpadded":
+        """From `real_tokens(attention_mask)` found beforehand (a compiled graph takes it as an input)."""
+        unpad = cls.__new__(cls)
+        unpad.batch, unpad.length, unpad.index = batch, length, index
+        return unpad
 
     @classmethod
     def worth_it(cls, attention_mask: torch.Tensor) -> "Unpadded | None":
