@@ -17,7 +17,10 @@ Stages, each kept under --out and skipped when its output is there (delete it to
    of 128 tokens (the window all-mpnet-base-v2 was trained at; 26 minutes on 2 cores).
 6. The table: SciFact test nDCG@10 and Recall@100 for dense, lexical and hybrid with the base
    and the fine-tuned model, each then reranked (`Index.search_many(..., rerank=reranker,
-   rerank_top_k=K)`: the reranker scores the passage each document matched with).
+   rerank_top_k=K)`: the reranker scores the passage each document matched with), by the
+   reranker's score alone and by its blend with the first stage's (`rerank_alpha`: each
+   min-max normalised over the list; 0.5 was the best of 0.0-1.0 by 0.1 on 300 train queries'
+   hybrid top 20, `--alpha-sweep` reprints that).
 
 Only the train split trains and mines; the test split scores.
 """
@@ -85,25 +88,42 @@ def train(model, rows, loss: str, out: Path, a, name: str) -> None:
     print(f"{name}: trained in {time.time() - t:.0f} s", flush=True)
 
 
-def table(indexes: dict, reranker, test, k: int) -> list[dict]:
+def table(indexes: dict, reranker, test, k: int, alpha: float) -> list[dict]:
+    """Per first stage: its run, reranked by the reranker alone, and by the blend (`alpha`)."""
     from sentembed.evaluation.metrics import retrieval_metrics
 
     qids = list(test.qrels)
     texts = [test.queries[q] for q in qids]
     rows = []
     for (model, mode), idx in indexes.items():
-        for rerank in (None, reranker) if reranker is not None else (None,):
+        for how in ("none", "reranker", "blend") if reranker is not None else ("none",):
             t = time.time()
-            kw = {"rerank": rerank, "rerank_top_k": k} if rerank is not None else {}
-            hits = idx.search_many(texts, top_k=k if rerank is not None else 100, mode=mode, **kw)
+            kw = {} if how == "none" else {"rerank": reranker, "rerank_top_k": k,
+                                          "rerank_alpha": alpha if how == "blend" else None}
+            hits = idx.search_many(texts, top_k=k if how != "none" else 100, mode=mode, **kw)
             run = {q: {h.id: h.score for h in found} for q, found in zip(qids, hits)}
             m = retrieval_metrics(run, test.qrels, (10, k, 100))
-            row = {"model": model, "mode": mode, "reranked": rerank is not None, "ndcg@10": round(m["ndcg@10"], 5),
-                   f"recall@{k}": round(m[f"recall@{k}"], 5),
-                   "recall@100": None if rerank is not None else round(m["recall@100"], 5)}
+            row = {"model": model, "mode": mode, "reranked": {"none": False, "reranker": True, "blend": alpha}[how],
+                   "ndcg@10": round(m["ndcg@10"], 5), f"recall@{k}": round(m[f"recall@{k}"], 5),
+                   "recall@100": None if how != "none" else round(m["recall@100"], 5)}
             rows.append(row)
             print(json.dumps(row), f"({time.time() - t:.0f} s)", flush=True)
     return rows
+
+
+def alpha_sweep(index, reranker, train, k: int, queries: int = 300) -> None:
+    """nDCG@10 of `queries` train queries' hybrid top k reranked with each rerank_alpha, 0.0-1.0."""
+    import random
+
+    from sentembed.evaluation.metrics import retrieval_metrics
+
+    qids = sorted(random.Random(0).sample(list(train.qrels), queries))
+    qrels = {q: train.qrels[q] for q in qids}
+    for alpha in [i / 10 for i in range(11)]:
+        hits = index.search_many([train.queries[q] for q in qids], top_k=k, mode="hybrid", rerank=reranker,
+                                 rerank_top_k=k, rerank_alpha=alpha)
+        m = retrieval_metrics({q: {h.id: h.score for h in found} for q, found in zip(qids, hits)}, qrels, (10,))
+        print(f"train, {queries} queries, hybrid top {k}, rerank_alpha {alpha:.1f}: nDCG@10 {m['ndcg@10']:.5f}", flush=True)
 
 
 def write_table(a, rows: list[dict]) -> None:
@@ -127,6 +147,9 @@ def main() -> None:
     ap.add_argument("--rerank-lr", type=float, default=1e-4, help="higher than the bi-encoder's: the head starts fresh")
     ap.add_argument("--rerank-epochs", type=int, default=2)
     ap.add_argument("--rerank-max-steps", type=int, default=None, help="stop the reranker's training early")
+    ap.add_argument("--rerank-alpha", type=float, default=0.5, help="the blend's weight on the reranker's scores")
+    ap.add_argument("--alpha-sweep", action="store_true", help="print the blend's train nDCG@10 for alpha 0.0-1.0, "
+                    "then stop")
     ap.add_argument("--no-reranker", action="store_true", help="stages 1-4 and the table without reranking")
     ap.add_argument("--only", default=None, help="table rows to compute, e.g. base:hybrid,fine-tuned:dense (default all)")
     a = ap.parse_args()
@@ -167,7 +190,7 @@ def main() -> None:
     if a.only:
         indexes = {key: idx for key, idx in indexes.items() if ":".join(key) in a.only.split(",")}
     if a.no_reranker:
-        write_table(a, table(indexes, None, test, a.rerank_top_k))
+        write_table(a, table(indexes, None, test, a.rerank_top_k, a.rerank_alpha))
         return
     if not (a.out / "reranker").exists():
         ce = load_reranker(a.model)
@@ -177,7 +200,10 @@ def main() -> None:
     reranker = sentembed.load_cross_encoder(a.out / "reranker", device="cpu", dtype=a.dtype)
     reranker.max_seq_length = a.rerank_max_seq_length
 
-    write_table(a, table(indexes, ScoredOnce(reranker), test, a.rerank_top_k))
+    if a.alpha_sweep:
+        alpha_sweep(base_index, ScoredOnce(reranker), train_split, a.rerank_top_k)
+        return
+    write_table(a, table(indexes, ScoredOnce(reranker), test, a.rerank_top_k, a.rerank_alpha))
 
 
 if __name__ == "__main__":

@@ -100,13 +100,15 @@ def register(app: typer.Typer) -> None:
                                                        "the index (--mode, default dense)"),
                   rerank_top_k: Optional[int] = typer.Option(None, min=1, help="--rerank: documents reranked per query "
                                                              "(default 100); the run holds no more"),
+                  rerank_alpha: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="--rerank: blend the "
+                                                               "reranker's normalised scores (alpha) with the search's"),
                   output: Optional[Path] = typer.Option(None, "--output", "-o")) -> None:
         """BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv): nDCG, MRR, MAP, Recall, P, accuracy @k."""
         from .retrieval import RetrievalEvaluator
 
         retriever = None
-        if rerank_top_k is not None and rerank is None:
-            raise typer.BadParameter("--rerank-top-k needs --rerank (the cross-encoder that reranks)")
+        if (rerank_top_k is not None or rerank_alpha is not None) and rerank is None:
+            raise typer.BadParameter("--rerank-top-k and --rerank-alpha need --rerank (the cross-encoder that reranks)")
         if mode is not None or rerank is not None:
             if index_retriever is None:
                 raise typer.BadParameter("--mode and --rerank need sentembed.search (run this through the `sentembed` "
@@ -115,7 +117,7 @@ def register(app: typer.Typer) -> None:
             try:
                 retriever = index_retriever(mode=mode or "dense", alpha=alpha, chunk_tokens=tokens,
                                             chunk_overlap=chunk_overlap, rerank=_reranker(rerank),
-                                            rerank_top_k=rerank_top_k)
+                                            rerank_top_k=rerank_top_k, rerank_alpha=rerank_alpha)
             except ValueError as err:
                 raise typer.BadParameter(str(err)) from None
         e = RetrievalEvaluator.from_beir(path, split=split, k_values=[int(x) for x in k.split(",")], show_progress=True,

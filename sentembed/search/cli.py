@@ -20,6 +20,8 @@ RerankOpt = typer.Option(None, "--rerank", help="A cross-encoder (name or direct
                          "score of (query, matched passage); the hits then show its score")
 RerankTopKOpt = typer.Option(None, "--rerank-top-k", min=1, help="--rerank: documents retrieved and reranked "
                              "(default: max(top-k, 100); at least --top-k)")
+RerankAlphaOpt = typer.Option(None, "--rerank-alpha", min=0.0, max=1.0, help="--rerank: order by the reranker's "
+                              "normalised score x alpha + the search's x (1 - alpha) (default: the reranker's alone)")
 
 
 def chunk_tokens_option(value: str) -> int | str | None:
@@ -114,11 +116,11 @@ def _load(model: str):
     return sentembed.load(model)
 
 
-def _load_reranker(name: str | None, rerank_top_k: int | None) -> Any:
+def _load_reranker(name: str | None, rerank_top_k: int | None, rerank_alpha: float | None = None) -> Any:
     """The cross-encoder of --rerank (None without it), or one line naming what is wrong."""
     if name is None:
-        if rerank_top_k is not None:
-            fail("--rerank-top-k needs --rerank (the cross-encoder that reranks)")
+        if rerank_top_k is not None or rerank_alpha is not None:
+            fail("--rerank-top-k and --rerank-alpha need --rerank (the cross-encoder that reranks)")
         return None
     import sentembed
 
@@ -180,15 +182,15 @@ def register(app: typer.Typer) -> None:
                      where: Optional[str] = typer.Option(None, help='JSON metadata filter, e.g. \'{"lang": "en"}\''),
                      mode: Optional[str] = ModeOpt, alpha: Optional[float] = AlphaOpt,
                      rerank: Optional[str] = RerankOpt, rerank_top_k: Optional[int] = RerankTopKOpt,
-                     output: Optional[Path] = OutputOpt) -> None:
+                     rerank_alpha: Optional[float] = RerankAlphaOpt, output: Optional[Path] = OutputOpt) -> None:
         """Search the index at PATH for QUERY; each hit shows the passage that matched."""
         from .index import Index
 
-        reranker = _load_reranker(rerank, rerank_top_k)
+        reranker = _load_reranker(rerank, rerank_top_k, rerank_alpha)
         idx = Index.open(path)
         try:
             hits = idx.search(query, top_k=top_k, where=_where(where), mode=mode, alpha=alpha, rerank=reranker,
-                              rerank_top_k=rerank_top_k)
+                              rerank_top_k=rerank_top_k, rerank_alpha=rerank_alpha)
         except (ValueError, TypeError) as err:
             fail(str(err))
         _print_hits(hits, output)
@@ -250,7 +252,8 @@ def register(app: typer.Typer) -> None:
                     top_k: int = typer.Option(10, "--top-k", "-k"), model: str = ModelOpt,
                     text_field: str = "text", mode: str = typer.Option("dense", help="dense | lexical | hybrid"),
                     alpha: Optional[float] = AlphaOpt, rerank: Optional[str] = RerankOpt,
-                    rerank_top_k: Optional[int] = RerankTopKOpt, output: Optional[Path] = OutputOpt) -> None:
+                    rerank_top_k: Optional[int] = RerankTopKOpt, rerank_alpha: Optional[float] = RerankAlphaOpt,
+                    output: Optional[Path] = OutputOpt) -> None:
         """One-shot search of QUERY over the texts of --corpus: exact dense by default; lexical,
         hybrid and --rerank go through a temporary index (long texts chunked)."""
         from .exact import semantic_search
@@ -261,11 +264,12 @@ def register(app: typer.Typer) -> None:
             check_mode(mode, alpha)
         except ValueError as err:
             raise typer.BadParameter(str(err)) from None
-        reranker = _load_reranker(rerank, rerank_top_k)
+        reranker = _load_reranker(rerank, rerank_top_k, rerank_alpha)
         texts, _, metas = read_texts(corpus, text_field)
         enc = _load(model)
         if mode != "dense" or reranker is not None:
-            search = dict(top_k=top_k, mode=mode, alpha=alpha, rerank=reranker, rerank_top_k=rerank_top_k)
+            search = dict(top_k=top_k, mode=mode, alpha=alpha, rerank=reranker, rerank_top_k=rerank_top_k,
+                          rerank_alpha=rerank_alpha)
             _print_hits(_search_temporary(enc, texts, metas, query, search), output)
             return
         docs = enc.encode_document(texts, show_progress=len(texts) > 100)

@@ -221,7 +221,8 @@ class Index:
 
     def search(self, query: str | Sequence[float] | np.ndarray, top_k: int = 10, where: dict[str, Any] | None = None,
                mode: str | None = None, alpha: float | None = None, rerank: Any = None,
-               rerank_top_k: int | None = None, rerank_label: str | int | None = None) -> list[Hit]:
+               rerank_top_k: int | None = None, rerank_label: str | int | None = None,
+               rerank_alpha: float | None = None) -> list[Hit]:
         """The `top_k` best documents for one text or vector, best first; a document ranks by
         its best passage, and its hit carries that passage.
 
@@ -232,22 +233,24 @@ class Index:
         ranking, on both lists: {"lang": "en", "year": {"$gte": 2020}} (operators $eq $ne $gt $gte $lt
         $lte $in $nin $exists). Filtered dense searches are always exact. `rerank`, a cross-encoder,
         reorders the best `rerank_top_k` (default max(top_k, 100)) by its score of (query, matched
-        passage), then the hits' score; `rerank_label` picks a multi-label model's column (rerank.py).
+        passage), then the hits' score; `rerank_label` picks a multi-label model's column;
+        `rerank_alpha` in [0, 1] orders by that weight of its score blended with the search's (rerank.py).
         """
         if not isinstance(query, str) and np.ndim(query) != 1:
             raise ValueError(f"search takes one text or one vector; use search_many for {np.ndim(query)}-D input")
         many = [query] if isinstance(query, str) else np.asarray(query, dtype=np.float32)[None, :]
-        return self.search_many(many, top_k, where, mode, alpha, None, rerank, rerank_top_k, rerank_label)[0]
+        return self.search_many(many, top_k, where, mode, alpha, None, rerank, rerank_top_k, rerank_label,
+                                rerank_alpha)[0]
 
     def search_many(self, queries: Sequence[str] | np.ndarray, top_k: int = 10, where: dict[str, Any] | None = None,
                     mode: str | None = None, alpha: float | None = None, query_vectors: np.ndarray | None = None,
                     rerank: Any = None, rerank_top_k: int | None = None,
-                    rerank_label: str | int | None = None) -> list[list[Hit]]:
+                    rerank_label: str | int | None = None, rerank_alpha: float | None = None) -> list[list[Hit]]:
         """`search` for several queries (texts or a matrix); `query_vectors`: the texts' embeddings if made elsewhere."""
         if int(top_k) != top_k or top_k <= 0:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
         texts = list(queries) if len(queries) and all(isinstance(q, str) for q in queries) else None
-        depth = rerank_depth(rerank, queries, top_k, rerank_top_k, rerank_label)  # top_k without rerank
+        depth = rerank_depth(rerank, queries, top_k, rerank_top_k, rerank_label, rerank_alpha)  # top_k without rerank
         mode = mode or (DEFAULT_MODE if texts is not None and self.lexical else "dense")
         fusion.check_mode(mode, alpha)
         if mode != "dense" and texts is None:
@@ -259,7 +262,7 @@ class Index:
         q = self._dense_queries(queries, dense_for, query_vectors)
         with self._reading() as view:
             found = rank(view, q, dense_for, expressions, mode, depth, where, alpha)
-        return found if rerank is None else rerank_hits(rerank, queries, found, int(top_k), rerank_label)
+        return found if rerank is None else rerank_hits(rerank, queries, found, int(top_k), rerank_label, alpha=rerank_alpha)
 
     def _dense_queries(self, queries: Any, which: list[int], given: np.ndarray | None) -> np.ndarray:
         """The query vectors of queries `which`, embedded here unless `given`."""

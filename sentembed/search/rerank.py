@@ -6,7 +6,10 @@ together and ranks better, at a forward pass per pair. So a reranked search retr
 depth of sentence-transformers' retrieve & re-rank examples), and the cross-encoder orders
 them by (query, the passage that matched): for a chunked document, the window the search
 found, which fits the cross-encoder as the whole text may not. All queries' pairs go to one
-`predict` call, which batches them by length.
+`predict` call, which batches them by length. With `alpha`, the order is a blend instead:
+alpha times the reranker's scores plus 1 - alpha times the first stage's, each min-max
+normalised over the reranked list (fusion.weighted), so evidence the cross-encoder cannot see
+(words BM25 matched in the rest of the document, the bi-encoder's view) still counts.
 
 >>> hits = index.search("who wrote it?", top_k=5, rerank=sentembed.load_cross_encoder("reranker"))  # doctest: +SKIP
 >>> hits[0].score  # the cross-encoder's                                                           # doctest: +SKIP
@@ -19,13 +22,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .fusion import weighted
 from .searching import Hit
 
 RERANK_DEPTH = 100  # documents retrieved per query for the cross-encoder, unless rerank_top_k says
 
 
 def rerank_depth(reranker: Any, queries: Sequence[Any], top_k: int, rerank_top_k: int | None = None,
-                 label: str | int | None = None) -> int:
+                 label: str | int | None = None, alpha: float | None = None) -> int:
     """How many documents to retrieve per query for `reranker` to cut to `top_k` (without a
     reranker, top_k); checks the arguments first, naming the bad one (vector queries cannot be
     reranked).
@@ -34,9 +38,12 @@ def rerank_depth(reranker: Any, queries: Sequence[Any], top_k: int, rerank_top_k
     (100, 20)
     """
     if reranker is None:
-        if rerank_top_k is not None or label is not None:
-            raise ValueError("rerank_top_k and rerank_label need rerank (the cross-encoder that reranks)")
+        if rerank_top_k is not None or label is not None or alpha is not None:
+            raise ValueError("rerank_top_k, rerank_label and rerank_alpha need rerank (the cross-encoder that reranks)")
         return int(top_k)
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
+                              or not 0.0 <= float(alpha) <= 1.0):
+        raise ValueError(f"rerank_alpha must be a number in [0, 1] (the reranker's weight), got {alpha!r}")
     if not all(isinstance(q, str) for q in queries):
         raise ValueError("rerank needs query texts: a cross-encoder reads the query's words, so a vector query "
                          "cannot be reranked")
@@ -68,10 +75,12 @@ def label_column(reranker: Any, label: str | int | None) -> int | None:
 
 def rerank_hits(reranker: Any, queries: Sequence[str], hits: Sequence[Sequence[Hit]], top_k: int,
                 label: str | int | None = None, batch_size: int = 32,
-                show_progress: bool | None = None) -> list[list[Hit]]:
+                show_progress: bool | None = None, alpha: float | None = None) -> list[list[Hit]]:
     """Per query, its `hits` rescored by `reranker` on (query, hit.passage) and ordered by
     that score, best first (a tie keeps the retrieval order), cut to `top_k`; each hit's
-    `score` is then the reranker's. `label` picks the column of a multi-label reranker.
+    `score` is then the reranker's. `label` picks the column of a multi-label reranker;
+    `alpha` blends the reranker's scores with the hits' own (the module doc) and the hits
+    carry the blend.
 
     >>> found = index.search_many(["kitten"], top_k=100)                  # doctest: +SKIP
     >>> rerank_hits(reranker, ["kitten"], found, top_k=3)[0][0].score     # doctest: +SKIP
@@ -93,8 +102,12 @@ def rerank_hits(reranker: Any, queries: Sequence[str], hits: Sequence[Sequence[H
     for found in hits:
         mine = scores[start : start + len(found)]
         start += len(found)
-        order = np.argsort(-mine, kind="stable")[:top_k]
-        out.append([dataclasses.replace(found[i], score=float(mine[i])) for i in order])
+        if alpha is None:
+            ranked = [(int(i), float(mine[i])) for i in np.argsort(-mine, kind="stable")[:top_k]]
+        else:
+            by_reranker = [(int(i), float(mine[i])) for i in np.argsort(-mine, kind="stable")]
+            ranked = weighted(by_reranker, [(i, hit.score) for i, hit in enumerate(found)], alpha)[:top_k]
+        out.append([dataclasses.replace(found[i], score=float(score)) for i, score in ranked])
     return out
 
 

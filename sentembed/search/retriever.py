@@ -44,14 +44,16 @@ class _NoModel:
 class IndexRetriever:
     """`retriever(enc, queries, corpus, k) -> {query id: {doc id: score}}` through an `Index`
     built in a temporary directory with these settings; `rerank`: a cross-encoder that
-    reorders each query's best `rerank_top_k` (its scores then are the run's)."""
+    reorders each query's best `rerank_top_k` (its scores, or with `rerank_alpha` their blend with
+    the search's, then are the run's)."""
 
     def __init__(self, mode: str = "hybrid", alpha: float | None = None, chunk_tokens: int | str | None = "auto",
                  chunk_overlap: int | None = None, show_progress: bool | None = None, rerank: Any = None,
-                 rerank_top_k: int | None = None) -> None:
+                 rerank_top_k: int | None = None, rerank_alpha: float | None = None) -> None:
         check_mode(mode, alpha)
-        rerank_depth(rerank, [], 1, rerank_top_k)  # the reranker's label and depth, checked before any index is built
-        self.rerank, self.rerank_top_k = rerank, rerank_top_k
+        # the reranker's label, depth and alpha, checked before any index is built
+        rerank_depth(rerank, [], 1, rerank_top_k, alpha=rerank_alpha)
+        self.rerank, self.rerank_top_k, self.rerank_alpha = rerank, rerank_top_k, rerank_alpha
         self.mode, self.alpha = mode, alpha
         self.chunk_tokens, self.chunk_overlap = chunk_tokens, chunk_overlap
         self.show_progress = show_progress
@@ -77,6 +79,7 @@ class IndexRetriever:
             qids = list(queries)
             depth = None if self.rerank is None else self.rerank_top_k or RERANK_DEPTH
             hits = index.search_many([queries[q] for q in qids], top_k=min(k, depth or k), mode=self.mode,
-                                     alpha=self.alpha, rerank=self.rerank, rerank_top_k=depth)
+                                     alpha=self.alpha, rerank=self.rerank, rerank_top_k=depth,
+                                     rerank_alpha=self.rerank_alpha)
             index.close()
         return {q: {h.id: h.score for h in found} for q, found in zip(qids, hits)}

@@ -63,7 +63,7 @@ def _depth(body: s.SearchRequest, queries: list[str], reranker: ServedReranker |
         raise APIError(422, "`rerank`: this server has no reranker (start it with --reranker DIR)")
     try:
         depth = rerank_depth(reranker.model if body.rerank else None, queries, body.top_k, body.rerank_top_k,
-                             body.rerank_label)
+                             body.rerank_label, body.rerank_alpha)
     except ValueError as err:  # rerank_top_k below top_k, a label the model lacks, ...
         raise APIError(422, str(err)) from None
     if body.rerank and len(queries) * depth > max_pairs:
@@ -100,7 +100,7 @@ def add_index_routes(app: FastAPI, svc: Service, errors: dict[int | str, dict[st
             if body.rerank and reranker is not None:  # the index is free again: writers need not wait for it
                 with reranker.lock:
                     found = rerank_hits(reranker.model, queries, found, body.top_k, body.rerank_label,
-                                        show_progress=False)
+                                        show_progress=False, alpha=body.rerank_alpha)
             return _answer(found, svc.config.max_search_response_bytes)
 
         try:

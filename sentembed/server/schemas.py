@@ -127,6 +127,9 @@ class SearchRequest(_Strict):
         "rerank_top_k pairs are bounded by max_client_batch_size, as /rerank's texts are."))
     rerank_label: str | int | None = Field(default=None, description=(
         "rerank: the label to rank by, for a cross-encoder with several."))
+    rerank_alpha: float | None = Field(default=None, ge=0.0, le=1.0, description=(
+        "rerank: order by the cross-encoder's min-max normalised scores x alpha + the search's x (1 - alpha); "
+        "None: the cross-encoder's alone."))
 
     _texts = field_validator("query")(_check_text)
 

@@ -106,7 +106,8 @@ def test_eval_retrieval_rerank_scores_the_reranked_run(tmp_path, monkeypatch):
     expected = RetrievalEvaluator(queries, corpus, qrels, k_values=[1, 3], retriever=reference_run)(None)
     report = json.loads(out.read_text())
     assert report["metrics"] == pytest.approx(expected) and "reranked by" in report["model"]
-    res = CliRunner().invoke(full_app, ["eval", "retrieval", str(tmp_path), "--rerank-top-k", "5"])
-    assert res.exit_code != 0 and "--rerank-top-k needs --rerank" in res.output
+    for alone in (["--rerank-top-k", "5"], ["--rerank-alpha", "0.5"]):
+        res = CliRunner().invoke(full_app, ["eval", "retrieval", str(tmp_path), *alone])
+        assert res.exit_code != 0 and "--rerank-top-k and --rerank-alpha need --rerank" in res.output
     res = CliRunner().invoke(full_app, ["eval", "retrieval", str(tmp_path), "--rerank", str(tmp_path / "none")])
     assert res.exit_code != 0 and "--rerank:" in res.output

@@ -183,7 +183,8 @@ def test_index_search_and_one_shot_search_rerank(app, tmp_path, corpus):
         np.testing.assert_allclose([h["score"] for h in reranked], scores[best], atol=1e-5)
     _fails_in_one_line(app, "index", "search", ix, "cat", "-k", "3", "--rerank", ce, "--rerank-top-k", "2",
                        expect="rerank_top_k must be an integer >= top_k (3)")
-    _fails_in_one_line(app, "index", "search", ix, "cat", "--rerank-top-k", "5", expect="--rerank-top-k needs --rerank")
+    for alone in (["--rerank-top-k", "5"], ["--rerank-alpha", "0.5"]):
+        _fails_in_one_line(app, "index", "search", ix, "cat", *alone, expect="--rerank-top-k and --rerank-alpha need --rerank")
     _fails_in_one_line(app, "index", "search", ix, "cat", "--rerank", tmp_path / "nowhere", expect="--rerank:")
     res = CliRunner().invoke(app, ["search", "cat", "--corpus", str(corpus), "--rerank", str(ce), "--rerank-top-k", "0"])
     assert res.exit_code != 0 and "--rerank-top-k" in res.output

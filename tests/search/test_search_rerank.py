@@ -127,6 +127,30 @@ def test_a_multi_label_reranker_needs_a_label(index, tmp_path):
     assert got == index.search("a man eating", top_k=2, rerank=three, rerank_top_k=4, rerank_label=1)
 
 
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_rerank_alpha_blends_the_reference_scores_with_the_search(index, reranker, reference, mode):
+    """alpha x the reference's scores + (1 - alpha) x the search's, each min-max normalised over
+    the reranked list, computed here by hand; 1 is the reranker's order, 0 the search's."""
+    retrieved = index.search_many(QUERIES, top_k=6, mode=mode)
+    for alpha in (0.0, 0.3, 0.7, 1.0):
+        got = index.search_many(QUERIES, top_k=4, mode=mode, rerank=reranker, rerank_top_k=6, rerank_alpha=alpha)
+        for query, hits, found in zip(QUERIES, got, retrieved):
+            ce = np.asarray(reference.predict([(query, h.passage) for h in found]), dtype=np.float64)
+            first = np.array([h.score for h in found])
+            norm = lambda x: (x - x.min()) / (x.max() - x.min())  # noqa: E731
+            blend = alpha * norm(ce) + (1 - alpha) * norm(first)
+            want = np.argsort(-blend, kind="stable")[:4]
+            assert [h.id for h in hits] == [found[i].id for i in want], (alpha, blend)
+            np.testing.assert_allclose([h.score for h in hits], blend[want], atol=1e-5)
+    best_first = index.search_many(QUERIES, top_k=4, mode=mode, rerank=reranker, rerank_top_k=6, rerank_alpha=0.0)
+    assert [[h.id for h in hits] for hits in best_first] == [[h.id for h in found[:4]] for found in retrieved]
+    for bad in (-0.1, 1.5, "0.5", True):
+        with pytest.raises(ValueError, match="rerank_alpha must be a number in"):
+            index.search(QUERIES[0], top_k=3, mode=mode, rerank=reranker, rerank_alpha=bad)
+    with pytest.raises(ValueError, match="rerank_alpha need rerank"):
+        index.search(QUERIES[0], top_k=3, rerank_alpha=0.5)
+
+
 def test_bad_arguments_are_named(index, reranker):
     vector = index.encoder.encode("a man eating")
     with pytest.raises(ValueError, match="vector query cannot be reranked"):
@@ -136,6 +160,6 @@ def test_bad_arguments_are_named(index, reranker):
     for bad in (2, 0, -1, 2.5, True):
         with pytest.raises(ValueError, match="rerank_top_k must be an integer >= top_k"):
             index.search("a man eating", top_k=3, rerank=reranker, rerank_top_k=bad)
-    with pytest.raises(ValueError, match="rerank_top_k and rerank_label need rerank"):
+    with pytest.raises(ValueError, match="rerank_top_k, rerank_label and rerank_alpha need rerank"):
         index.search("a man eating", top_k=3, rerank_top_k=10)
     assert index.search_many([], top_k=3, rerank=reranker) == []

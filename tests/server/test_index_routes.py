@@ -187,6 +187,14 @@ def test_search_rerank(tiny_encoder, ce_path, tmp_path, live_server):
             assert r.status_code == status and "rerank_top_k" in r.json()["error"]["message"], (payload, r.text)
         r = client.post("/search", json={"query": "a cat", "rerank": True, "rerank_label": "nope"})
         assert r.status_code == 422 and "rerank_label" in r.json()["error"]["message"], r.text
+        r = client.post("/search", json={"query": queries, "top_k": 3, "mode": "hybrid", "rerank": True,
+                                         "rerank_top_k": 4, "rerank_alpha": 0.5})
+        want = index.search_many(queries, top_k=3, mode="hybrid", rerank=reranker, rerank_top_k=4, rerank_alpha=0.5)
+        assert [[(h["id"], pytest.approx(h["score"], abs=1e-6)) for h in hits] for hits in r.json()["results"]] == \
+               [[(h.id, h.score) for h in hits] for hits in want]
+        for bad in (1.5, -0.1):
+            r = client.post("/search", json={"query": "a cat", "rerank": True, "rerank_alpha": bad})
+            assert r.status_code == 422 and "rerank_alpha" in r.text, r.text
         r = client.post("/rerank", json={"query": "a cat", "texts": DOCS})  # the same reranker, still served
         assert r.status_code == 200 and len(r.json()) == len(DOCS)
 
