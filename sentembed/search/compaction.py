@@ -15,7 +15,6 @@ Readers holding the old files keep reading them until they next look at the cata
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Iterable
 
