@@ -236,8 +236,7 @@ class Int8Layer(nn.Module):
         qkv = mask.unpad.scatter(self.qkv(x))
         batch, length = qkv.shape[:2]
         q, k, v = qkv.view(batch, length, 3, self.heads, hidden // self.heads).permute(2, 0, 3, 1, 4)
-        # contiguous here, the scatter's copy writes them in (batch, heads, length, head) order;
-        # left strided, each product copies its operand first
+        # contiguous here, in (batch, heads, length, head) order: left strided, each product copies its operand
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         context = mask.attend(q, k, v)
         x = self.ln1(self.o(mask.unpad.gather(context.transpose(1, 2).reshape(batch, length, hidden))) + x)
@@ -279,15 +278,11 @@ class Int8MPNet(nn.Module):
         self.dtype = dtype
 
     def forward(self, input_ids: torch.Tensor, bias: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """bias from Int8Runner.attention_bias, built once outside the compiled graph: built
-        inside, the compiler recomputes it in every layer's softmax. `index`: the real tokens
-        (kernels.real_tokens), the only rows the products, LayerNorms and GELU compute (a
-        batch of mixed lengths wastes nothing on its padding); the padding's rows of the
-        result are zeros."""
-        x = self.embeddings(input_ids)
+        """bias from Int8Runner.attention_bias, built once outside the compiled graph (inside, the
+        compiler recomputes it in every softmax); `index`: the real tokens (kernels.real_tokens),
+        the only rows every layer but attention computes. The padding's rows come back zeros."""
         unpad = Unpadded.at(index, *input_ids.shape)
-        x = run_layers(self.layers, unpad.gather(x), MathMask(bias, unpad))
-        return unpad.scatter(x)
+        return unpad.scatter(run_layers(self.layers, unpad.gather(self.embeddings(input_ids)), MathMask(bias, unpad)))
 
 
 def compile_enabled() -> bool:
