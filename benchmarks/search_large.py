@@ -1,6 +1,6 @@
 """Exact search on a corpus larger than memory: 10M x 768 through the index's int8 copy.
 
-    python benchmarks/search_large.py --dir /var/tmp          # 10M x 768: 38.4 GB of disk, about an hour
+    python benchmarks/search_large.py --dir /var/tmp          # 10M x 768: 39.4 GB of disk, about 10 minutes
     python benchmarks/search_large.py --rows 1000000 --dir /var/tmp   # a quicker look
 
 The bulk path a user takes with vectors made elsewhere, `Index.add(texts,
@@ -132,7 +132,7 @@ def main() -> None:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="where the index goes (it is kept: --keep-index)")
+    p.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="where the index goes (removed at the end unless --keep-index)")
     p.add_argument("--keep-index", action="store_true", help="leave the index for a later run (it is reused when there)")
     p.add_argument("--output", type=Path, default=None, help="write the phases' results as JSON here")
     p.add_argument("--phase", choices=["build", "search", "check"], help=argparse.SUPPRESS)

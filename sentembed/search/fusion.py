@@ -21,13 +21,18 @@ RRF_K = 60
 Ranked = Sequence[tuple[Hashable, float]]  # (key, score), best first
 
 
+def check_weight(value: float, name: str, of: str) -> None:
+    """A clear error for a weight that is not a number in [0, 1]; `of`: what it weighs."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1] ({of}), got {value!r}")
+
+
 def check_mode(mode: str, alpha: float | None) -> None:
     """A clear error for an unknown mode or an alpha outside [0, 1]."""
     if mode not in MODES:
         raise ValueError(f"unknown search mode {mode!r}; valid modes: {', '.join(MODES)}")
     if alpha is not None:
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= float(alpha) <= 1.0:
-            raise ValueError(f"alpha must be a number in [0, 1] (the dense list's weight), got {alpha!r}")
+        check_weight(alpha, "alpha", "the dense list's weight")
         if mode != "hybrid":
             raise ValueError(f"alpha weighs the two lists of mode='hybrid'; it means nothing for mode={mode!r}")
 

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .fusion import weighted
+from .fusion import check_weight, weighted
 from .searching import Hit
 
 RERANK_DEPTH = 100  # documents retrieved per query for the cross-encoder, unless rerank_top_k says
@@ -41,9 +41,8 @@ def rerank_depth(reranker: Any, queries: Sequence[Any], top_k: int, rerank_top_k
         if rerank_top_k is not None or label is not None or alpha is not None:
             raise ValueError("rerank_top_k, rerank_label and rerank_alpha need rerank (the cross-encoder that reranks)")
         return int(top_k)
-    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
-                              or not 0.0 <= float(alpha) <= 1.0):
-        raise ValueError(f"rerank_alpha must be a number in [0, 1] (the reranker's weight), got {alpha!r}")
+    if alpha is not None:
+        check_weight(alpha, "rerank_alpha", "the reranker's weight")
     if not all(isinstance(q, str) for q in queries):
         raise ValueError("rerank needs query texts: a cross-encoder reads the query's words, so a vector query "
                          "cannot be reranked")
