@@ -19,6 +19,7 @@ import torch
 # whatever the sizes (of 1 query or 1 row, in another): the scores equal the fp32 scan's.
 RESCORE_QUERIES = 16
 RESCORE_ROWS = 4096  # rows gathered and re-scored at once
+RESCORE_PAIRS = 2048  # candidates a group of queries at least, when re-scoring
 HEADROOM = 2.0 ** -50  # float64 rounding of r +- s and of the floor, relative to the values
 
 
@@ -123,21 +124,39 @@ class Candidates:
         queries [lo, hi), and keep the top k; the scan goes on in fp32."""
         if len(self.row) > self.kept:
             self._prune()
-        fresh = torch.empty(len(self.score), dtype=torch.float64)
-        groups = -(-self.n // RESCORE_QUERIES)
+        self.tighten(exact)
+        self._settle(exact, (self.err != 0).nonzero()[:, 0])
+        self.slack, self.rel, self.fast = torch.zeros_like(self.slack), 0.0, False
+        self.kth.fill_(-math.inf)
+        self.floor.fill_(-math.inf)
+        self._prune()
+
+    def tighten(self, exact: Any) -> None:
+        """Score each query's best k by r in fp32 (`exact` as in `rescore`): their k-th fp32 score
+        is a lower bound of the k-th best with no error in it, where the k-th r - s has one, so
+        the floor rises by about one bound and fewer rows are kept."""
+        if not bool(self.err.any()) or len(self.row) < self.k:
+            return
+        order = self._ranked(self.score)
+        self._settle(exact, order[(self._rank(self.query[order]) < self.k) & (self.err[order] != 0)])
+        self._prune()
+
+    def _settle(self, exact: Any, which: torch.Tensor) -> None:
+        """fp32 scores (error 0) for the candidates at positions `which`, in groups of at least 16
+        queries (one group where the rows are few: each group's products cost a call)."""
+        fresh = self.score.clone()
+        groups = max(1, min(-(-self.n // RESCORE_QUERIES), len(which) // RESCORE_PAIRS))
         cuts = [self.n * g // groups for g in range(groups + 1)]  # equal groups: none of 1 query
         for lo, hi in zip(cuts, cuts[1:]):
-            mine = ((self.query >= lo) & (self.query < hi)).nonzero()[:, 0]
+            mine = which[(self.query[which] >= lo) & (self.query[which] < hi)]
             rows, where = torch.unique(self.row[mine], return_inverse=True)
             for s in range(0, len(rows), RESCORE_ROWS):
                 sub = (where >= s) & (where < s + RESCORE_ROWS)
                 scores = exact(lo, hi, rows[s : s + RESCORE_ROWS])
                 fresh[mine[sub]] = scores[self.query[mine[sub]] - lo, where[sub] - s].double()
-        self.score, self.err = fresh, torch.zeros_like(fresh)
-        self.slack, self.rel, self.fast = torch.zeros_like(self.slack), 0.0, False
-        self.kth.fill_(-math.inf)
-        self.floor.fill_(-math.inf)
-        self._prune()
+        self.score = fresh
+        self.err = self.err.clone()
+        self.err[which] = 0.0
 
     def top(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores, rows), each (n_queries, k), best first; short rows padded with -inf / -1."""
@@ -171,6 +190,8 @@ def at_or_above(scores: torch.Tensor, floor: torch.Tensor) -> tuple[torch.Tensor
     product itself. With positive floors the float bits order like integers: the largest
     integer of each group of columns says which groups hold anything, and only those are read.
     """
+    if hasattr(scores, "at_or_above"):  # int8_scan.Int8Scores
+        return scores.at_or_above(floor)
     n_q, n = scores.shape
     if scores.dtype not in _BITS or n < GROUP or not bool((floor > 0).all()):
         return (scores >= floor.unsqueeze(1)).nonzero(as_tuple=True)
