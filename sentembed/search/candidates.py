@@ -34,8 +34,11 @@ class Candidates:
     HEADROOM, and compared with fp32 scores rounded down.
     """
 
-    def __init__(self, n_queries: int, k: int, slack: torch.Tensor, rel: float) -> None:
-        self.n, self.k, self.slack, self.rel = n_queries, k, slack, rel
+    def __init__(self, n_queries: int, k: int, slack: torch.Tensor, rel: float,
+                 exact: Callable[[int, int, torch.Tensor], torch.Tensor] | None = None) -> None:
+        """`exact(lo, hi, rows) -> (hi - lo, len(rows))`: fp32 scores of queries [lo, hi) and
+        global `rows`, for `tighten` and `rescore` (an approximate scan needs it)."""
+        self.n, self.k, self.slack, self.rel, self.exact = n_queries, k, slack, rel, exact
         self.fast = bool(slack.any()) or rel > 0  # approximate scans still in use
         self.query = torch.zeros(0, dtype=torch.long)
         self.row = torch.zeros(0, dtype=torch.long)
@@ -49,13 +52,30 @@ class Candidates:
             slack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> None:
         """Rows of `scores` (approximate when `slack(q, c)` bounds their error, each row's score
         times `scale[q]` when given) that may still be in the top k."""
+        taken = None
         if scores.shape[1] >= self.k and not bool(torch.isfinite(self.kth).all()):
-            # Until k rows are seen there is no floor: this chunk's own k-th best gives one.
-            best = torch.topk(scores.float(), self.k, dim=1).values[:, -1].double()
-            best = best * scale if scale is not None else best
-            self._raise_floor(best - self._err(self.slack, best) if slack is not None else best)
+            # Until k rows are seen there is no floor: this chunk's own best k give one, from
+            # their fp32 scores where they can be had (then the floor has no error in it).
+            best, at = torch.topk(scores.float(), self.k, dim=1)
+            if slack is not None and self.exact is not None and bool(torch.isfinite(best).all()):
+                q, c = torch.arange(self.n).repeat_interleave(self.k), at.reshape(-1)
+                self._append(scores, offset, scale, slack, q, c)
+                self.tighten()
+                taken = torch.zeros(scores.shape, dtype=torch.bool)
+                taken[q, c] = True
+            else:
+                best = best[:, -1].double()
+                best = best * scale if scale is not None else best
+                self._raise_floor(best - self._err(self.slack, best) if slack is not None else best)
         floor = self.floor if scale is None else self.floor / scale
         q, c = at_or_above(scores, _down32(floor - HEADROOM * floor.abs()))
+        if taken is not None:
+            q, c = q[~taken[q, c]], c[~taken[q, c]]
+        self._append(scores, offset, scale, slack, q, c)
+
+    def _append(self, scores: Any, offset: int, scale: torch.Tensor | None,
+                slack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
+                q: torch.Tensor, c: torch.Tensor) -> None:
         r = scores[q, c].double()
         r = r * scale[q] if scale is not None else r  # exact: a product of two fp32 numbers
         err = self._err(slack(q, c), r) if slack is not None else torch.zeros(len(r), dtype=torch.float64)
@@ -119,29 +139,28 @@ class Candidates:
         pad[q, self._rank(q)] = values[order]
         return torch.topk(pad, self.k, dim=1).values[:, -1]
 
-    def rescore(self, exact: Any) -> None:
-        """Replace the scores by fp32 ones, `exact(lo, hi, rows) -> (hi - lo, len(rows))` for
-        queries [lo, hi), and keep the top k; the scan goes on in fp32."""
+    def rescore(self) -> None:
+        """Replace the scores by fp32 ones (`exact`) and keep the top k; the scan goes on in fp32."""
         if len(self.row) > self.kept:
             self._prune()
-        self.tighten(exact)
-        self._settle(exact, (self.err != 0).nonzero()[:, 0])
+        self.tighten()
+        self._settle((self.err != 0).nonzero()[:, 0])
         self.slack, self.rel, self.fast = torch.zeros_like(self.slack), 0.0, False
         self.kth.fill_(-math.inf)
         self.floor.fill_(-math.inf)
         self._prune()
 
-    def tighten(self, exact: Any) -> None:
-        """Score each query's best k by r in fp32 (`exact` as in `rescore`): their k-th fp32 score
-        is a lower bound of the k-th best with no error in it, where the k-th r - s has one, so
-        the floor rises by about one bound and fewer rows are kept."""
+    def tighten(self) -> None:
+        """Score each query's best k by r in fp32 (`exact`): their k-th fp32 score is a lower
+        bound of the k-th best with no error in it, where the k-th r - s has one, so the floor
+        rises by about one bound and fewer rows are kept."""
         if not bool(self.err.any()) or len(self.row) < self.k:
             return
         order = self._ranked(self.score)
-        self._settle(exact, order[(self._rank(self.query[order]) < self.k) & (self.err[order] != 0)])
+        self._settle(order[(self._rank(self.query[order]) < self.k) & (self.err[order] != 0)])
         self._prune()
 
-    def _settle(self, exact: Any, which: torch.Tensor) -> None:
+    def _settle(self, which: torch.Tensor) -> None:
         """fp32 scores (error 0) for the candidates at positions `which`, in groups of at least 16
         queries (one group where the rows are few: each group's products cost a call)."""
         fresh = self.score.clone()
@@ -152,7 +171,7 @@ class Candidates:
             rows, where = torch.unique(self.row[mine], return_inverse=True)
             for s in range(0, len(rows), RESCORE_ROWS):
                 sub = (where >= s) & (where < s + RESCORE_ROWS)
-                scores = exact(lo, hi, rows[s : s + RESCORE_ROWS])
+                scores = self.exact(lo, hi, rows[s : s + RESCORE_ROWS])
                 fresh[mine[sub]] = scores[self.query[mine[sub]] - lo, where[sub] - s].double()
         self.score = fresh
         self.err = self.err.clone()

@@ -157,7 +157,8 @@ def topk_blocks(
         for scan in scans.values():
             slack = torch.maximum(slack, scan.slack)
         prepared.append((q, extra, scans))
-        trackers.append(Candidates(len(q), k, slack, max((sc.rel for sc in scans.values()), default=0.0)))
+        trackers.append(Candidates(len(q), k, slack, max((sc.rel for sc in scans.values()), default=0.0),
+                                   _fp32_scorer(blocks, q, extra, similarity)))
     ex = torch.from_numpy(np.ascontiguousarray(exclude, dtype=bool)) if exclude is not None else None
     steps = 0
     for block, copy in zip(blocks, copies):
@@ -183,19 +184,19 @@ def topk_blocks(
                     if bool(dead.any()):
                         scores.masked_fill_(dead.unsqueeze(0), float("-inf"))
                 cands.add(scores, offset, scale, slack)
-                if cands.fast and steps & (steps + 1) == 0:  # after 1, 2, 4, 8, ... steps
-                    cands.tighten(_fp32_scorer(blocks, q, extra, similarity))
+                if cands.fast and steps and steps & (steps + 1) == 0:  # after 2, 4, 8, ... steps (1: in add)
+                    cands.tighten()
                 if cands.fast and len(cands.row) > MAX_CANDIDATES:
                     # Too many near-ties for the bound to pay off (e.g. many copies of one
                     # vector): settle what is kept in fp32 and go on in fp32.
-                    cands.rescore(_fp32_scorer(blocks, q, extra, similarity))
+                    cands.rescore()
             steps += 1
             if progress is not None:
                 progress.update(stop - start)
     best_s, best_i = [], []
     for (q, extra, _), cands in zip(prepared, trackers):
         if cands.fast:
-            cands.rescore(_fp32_scorer(blocks, q, extra, similarity))
+            cands.rescore()
         s, i = cands.top()
         best_s.append(s)
         best_i.append(i)

@@ -85,8 +85,10 @@ def _dense(view: View, q: np.ndarray, k: int, where: dict[str, Any] | None) -> l
     live = snap.live_rows if where is None else snap.n_rows - int(exclude.sum())
     # Several passages of one document may fill the top rows: ask first for a quarter more rows
     # than k documents hold on average, then for more until k documents are found or every row
-    # was ranked (a second scan costs more than the extra rows of the first).
-    fetch = min(math.ceil(k * max(HEAD_MARGIN * snap.live_rows / max(snap.n_alive, 1), 1.0)), max(live, 1))
+    # was ranked (a second scan costs more than the extra rows of the first). A row a document
+    # needs no margin.
+    per_document = snap.live_rows / max(snap.n_alive, 1)
+    fetch = min(math.ceil(k * (HEAD_MARGIN * per_document if per_document > 1 else 1.0)), max(live, 1))
     while True:
         if index is not None and int(snap.state.get("ann_rows", 0)) == snap.n_rows:
             scores, rows = _search_ann(view, index, q, fetch, sim)

@@ -170,10 +170,10 @@ def test_candidates_on_random_unit_vectors_are_few(monkeypatch):
     counts, rescore, gather = [], candidates.Candidates.rescore, exact._gather
     rescored = []
 
-    def counting(self, scorer):
+    def counting(self):
         self._prune()
         counts.append(len(self.row) / self.n)
-        return rescore(self, scorer)
+        return rescore(self)
 
     monkeypatch.setattr(candidates.Candidates, "rescore", counting)
     monkeypatch.setattr(exact, "_gather", lambda blocks, rows: rescored.append(len(rows)) or gather(blocks, rows))
