@@ -165,18 +165,23 @@ def write_int8(path: Path, matrices: Iterable[np.ndarray]) -> None:
 def _in_steps(matrices: Iterable[np.ndarray], rows: int) -> Iterable[np.ndarray]:
     """The rows of `matrices` as fp32 blocks of `rows` (the last shorter, perhaps empty), whatever
     the matrices' own lengths: scale groups start at multiples of SCALE_GROUP."""
-    held: list[np.ndarray] = []
+    held = None  # rows carried over to the next matrix, fewer than `rows`
     for matrix in matrices:
-        if not len(matrix) and not held:
-            held.append(np.zeros((0, matrix.shape[1]), np.float32))
-        for start in range(0, len(matrix), rows):
-            held.append(np.asarray(matrix[start : start + rows], dtype=np.float32))
-            if sum(map(len, held)) >= rows:
-                block = np.concatenate(held)
-                yield block[:rows]
-                held = [block[rows:]]
-    if held:
-        yield np.concatenate(held)
+        start = 0
+        if held is not None and len(held):
+            start = rows - len(held)
+            held = np.concatenate([held, np.asarray(matrix[:start], dtype=np.float32)])
+            if len(held) < rows:
+                continue
+            yield held
+        held = np.zeros((0, matrix.shape[1]), np.float32)
+        stop = start + max(len(matrix) - start, 0) // rows * rows
+        for step in range(start, stop, rows):
+            yield np.asarray(matrix[step : step + rows], dtype=np.float32)
+        if stop < len(matrix):
+            held = np.asarray(matrix[stop:], dtype=np.float32)
+    if held is not None:
+        yield held
 
 
 def read_int8(path: Path, n_rows: int, dim: int) -> Int8Copy | None:
