@@ -22,7 +22,7 @@ import numpy as np
 
 from ..io import atomic_write, fsync_dir
 from ..model.cpu import cpu
-from . import ann, integrity, lexical
+from . import ann, int8_scan, integrity, lexical
 from .int8_scan import write_int8
 from .prefilter import write_shadow
 from .store import BUMP_GENERATION, Catalog, Segment, Snapshot, open_segment
@@ -69,14 +69,15 @@ def write_segment(directory: Path, seg: Segment, matrices: Iterable[np.ndarray],
 
 
 def write_missing_copies(directory: Path, catalog: Catalog, snap: Snapshot, seg: Segment, rows: np.ndarray) -> None:
-    """Give a committed segment the fast copy it lacks (or holds damaged), in one commit: what
+    """Give a committed segment the fast copy it lacks (or holds damaged, or outdated), in one commit: what
     `compact()` does for an index of one segment, which it has nothing else to rewrite for. The
     copy is renamed into place whole, so a reader sees it complete or not at all."""
     sums = {}
     for name_of, write in copies_to_write():
         name = name_of(seg.file)
         path = directory / name
-        if path.is_file() and not integrity.check(path, path, snap.state.get(integrity.key(name))):
+        if path.is_file() and not integrity.check(path, path, snap.state.get(integrity.key(name))) and not (
+                name == int8_file(seg.file) and int8_scan.outdated(path, seg.n_rows, rows.shape[1])):
             continue
         write(path, [rows])
         sums[integrity.key(name)] = integrity.checksum(path)

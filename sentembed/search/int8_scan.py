@@ -207,6 +207,17 @@ def read_int8(path: Path, n_rows: int, dim: int) -> Int8Copy | None:
     return Int8Copy(codes, column(0), column(1), column(2), max_norm, max_err)
 
 
+def outdated(path: Path, n_rows: int, dim: int) -> bool:
+    """Whether an intact int8 copy has a scale per row (as written before rows shared one): it
+    is exact, and scans slower (`compact()` rewrites it)."""
+    copy = read_int8(path, n_rows, dim)
+    whole = n_rows // SCALE_GROUP * SCALE_GROUP
+    if copy is None or not whole:
+        return False
+    scale = np.asarray(copy.scale[:whole]).reshape(-1, SCALE_GROUP)
+    return not bool((scale == scale[:, :1]).all())
+
+
 class Int8Scan:
     """One block of fp32 queries against int8 copies: the int8 queries, scores and the bound.
 

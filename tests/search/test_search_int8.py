@@ -272,6 +272,24 @@ def test_truncated_int8_file_warns_and_search_stays_exact(tmp_path):
         assert _hits(Index.open(tmp_path / "ix", enc), q, 5) == before
 
 
+def test_compact_rewrites_an_int8_copy_with_a_scale_per_row(tmp_path, monkeypatch):
+    """Copies written before rows shared a scale stay exact; `compact()` rewrites them."""
+    enc = HashEncoder(dimension=16)
+    vecs = np.random.default_rng(4).standard_normal((700, 16)).astype(np.float32)
+    monkeypatch.setattr(int8_scan, "SCALE_GROUP", 1)  # the old writer
+    idx = Index.create(tmp_path / "ix", enc)
+    idx.add([f"t{i}" for i in range(700)], vectors=vecs)
+    monkeypatch.undo()
+    path = tmp_path / "ix" / "vectors" / "seg-000001.i8"
+    assert int8_scan.outdated(path, 700, 16)
+    q = vecs[:5] + 0.05
+    before = _hits(idx, q, 5)
+    assert idx.compact() == 1
+    assert not int8_scan.outdated(path, 700, 16) and _hits(idx, q, 5) == before
+    idx.close()
+    assert _hits(Index.open(tmp_path / "ix", enc), q, 5) == before  # the checksum committed too
+
+
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(1, 200), d=st.integers(1, 24), k=st.integers(1, 8), log_scale=st.floats(-5, 5),
        dot=st.booleans(), seed=st.integers(0, 10_000))
