@@ -79,10 +79,11 @@ def train(model, rows, loss: str, out: Path, a, name: str) -> None:
     ce = loss == "listnet"
     cfg = TrainConfig(model=a.model, output_dir=str(out), loss=loss, loss_params=params,
                       batch_size=a.rerank_batch_size if ce else a.batch_size, lr=a.rerank_lr if ce else a.lr,
-                      epochs=a.rerank_epochs if ce else 1, max_steps=a.rerank_max_steps if ce else None,
+                      epochs=a.rerank_epochs if ce else a.epochs, max_steps=a.rerank_max_steps if ce else None,
                       warmup_ratio=0.1, precision="bf16",
                       max_seq_length=a.rerank_max_seq_length if ce else a.train_max_seq_length,
-                      log_steps=5, seed=42, model_name=name)
+                      log_steps=5, seed=42, model_name=name,
+                      save_steps=None if ce else max(1, len(rows) // a.batch_size))  # a checkpoint an epoch
     t = time.time()
     Trainer(model, [TrainDataset.from_rows("scifact-train", rows)], make_loss(loss, params), cfg).train()
     print(f"{name}: trained in {time.time() - t:.0f} s", flush=True)
@@ -140,6 +141,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--rerank-batch-size", type=int, default=8, help="(query, positive, 3 negatives) rows a step")
     ap.add_argument("--lr", type=float, default=2e-5)
+    ap.add_argument("--epochs", type=int, default=1, help="the bi-encoder's epochs (a checkpoint after each)")
     ap.add_argument("--train-max-seq-length", type=int, default=256)
     ap.add_argument("--rerank-max-seq-length", type=int, default=128, help="the reranker's window, training and scoring")
     ap.add_argument("--rerank-top-k", type=int, default=20)

@@ -3,8 +3,10 @@
 A scan through an approximate copy (int8_scan.py, prefilter.py) knows each score r only within
 a bound s, |r - f| <= s, f the fp32 score. Among the rows seen, the k-th largest r - s is a lower
 bound L of the k-th best fp32 score, so a row with r + s < L cannot be in the top k; the others
-stay candidates and are re-scored in fp32 at the end, which settles the top k exactly. A plain
-fp32 scan is the case s = 0, where the best k so far are all that is kept.
+stay candidates and are re-scored in fp32 at the end, which settles the top k exactly. Each
+query's best k rows are re-scored now and then during the scan (s becomes 0 for them), so L is
+close to the k-th best itself and the window a row must reach is one bound wide, not two. A
+plain fp32 scan is the case s = 0, where the best k so far are all that is kept.
 """
 from __future__ import annotations
 
