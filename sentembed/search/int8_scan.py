@@ -4,8 +4,9 @@ A row c (fp32, d dimensions) is kept as b = round(c / s_c) in int8, with an fp32
 shared by each run of SCALE_GROUP rows, the largest max|c_i| / 127 among them, so |b_i| <= 127;
 a query q is kept as a, s_q with its own scale. The dequantized vectors are q^ = s_q a and
 c^ = s_c b. A shared scale costs rows a little precision (their bound below is about a third
-wider) and saves multiplying every product by its row's scale (Int8Scores). The int8 products run on VNNI or AMX at about four times the
-fp32 speed and read a quarter of the bytes; the candidates they keep are re-scored in fp32.
+wider) and saves multiplying every product by its row's scale (Int8Scores). The int8 products
+run on VNNI or AMX at about four times the fp32 speed and read a quarter of the bytes; the
+candidates they keep are re-scored in fp32.
 
 Scores. I = a.b is summed in int32, exactly (|I| <= d 127^2 < 2^31 for d <= MAX_DIM). The scan
 computes rho = fl(fl(I) s_c) in fp32 and r = rho s_q in float64, where it is exact (a product of
