@@ -165,19 +165,17 @@ class Candidates:
     def _settle(self, which: torch.Tensor) -> None:
         """fp32 scores (error 0) for the candidates at positions `which`, in groups of at least 16
         queries (one group where the rows are few: each group's products cost a call)."""
-        fresh = self.score.clone()
         groups = max(1, min(-(-self.n // RESCORE_QUERIES), len(which) // RESCORE_PAIRS))
         cuts = [self.n * g // groups for g in range(groups + 1)]  # equal groups: none of 1 query
+        queries = self.query[which]
         for lo, hi in zip(cuts, cuts[1:]):
-            mine = which[(self.query[which] >= lo) & (self.query[which] < hi)]
+            mine = which[(queries >= lo) & (queries < hi)]
             rows, where = torch.unique(self.row[mine], return_inverse=True)
             for s in range(0, len(rows), RESCORE_ROWS):
                 sub = (where >= s) & (where < s + RESCORE_ROWS)
                 scores = self.exact(lo, hi, rows[s : s + RESCORE_ROWS])
-                fresh[mine[sub]] = scores[self.query[mine[sub]] - lo, where[sub] - s].double()
-        self.score = fresh
-        self.err = self.err.clone()
-        self.err[which] = 0.0
+                self.score[mine[sub]] = scores[self.query[mine[sub]] - lo, where[sub] - s].double()
+        self.err[which] = 0.0  # the lists are this object's own (made by cat and masks): no copies
 
     def top(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores, rows), each (n_queries, k), best first; short rows padded with -inf / -1."""
