@@ -25,6 +25,7 @@ from ..model.cpu import cpu
 from . import ann, int8_scan, integrity, lexical
 from .int8_scan import write_int8
 from .prefilter import write_shadow
+from .rows import read_blocks
 from .store import BUMP_GENERATION, Catalog, Segment, Snapshot, open_segment
 from .view import OpenFiles, View, int8_file, segment_files, shadow_file
 
@@ -49,8 +50,8 @@ def write_segment(directory: Path, seg: Segment, matrices: Iterable[np.ndarray],
 
     `matrices` is read once, WRITE_BLOCK rows at a time, so a memory map (a merge's segments,
     or vectors larger than memory given to `Index.add`) is never held whole; the copies are
-    written from the segment file just written. An error raised while reading them leaves
-    no file behind."""
+    written from the segment file just written, read a block at a time. An error raised while
+    reading them leaves no file behind."""
     path = directory / seg.file
     dim = None
     with atomic_write(path) as f:
@@ -60,26 +61,26 @@ def write_segment(directory: Path, seg: Segment, matrices: Iterable[np.ndarray],
                 f.write(np.ascontiguousarray(m[start : start + WRITE_BLOCK], dtype=np.float32).tobytes())
     names = [seg.file]
     if shadow and dim is not None:
-        rows = open_segment(directory, seg, dim)
         for name_of, write in copies_to_write():
-            write(directory / name_of(seg.file), [rows])
+            write(directory / name_of(seg.file), read_blocks(directory / seg.file, seg.n_rows, dim, WRITE_BLOCK))
             names.append(name_of(seg.file))
     fsync_dir(path.parent)
     return {integrity.key(name): integrity.checksum(directory / name) for name in names}
 
 
-def write_missing_copies(directory: Path, catalog: Catalog, snap: Snapshot, seg: Segment, rows: np.ndarray) -> None:
+def write_missing_copies(directory: Path, catalog: Catalog, snap: Snapshot, seg: Segment, dim: int) -> None:
     """Give a committed segment the fast copy it lacks (or holds damaged, or outdated), in one commit: what
     `compact()` does for an index of one segment, which it has nothing else to rewrite for. The
-    copy is renamed into place whole, so a reader sees it complete or not at all."""
+    copy is renamed into place whole, so a reader sees it complete or not at all; it is written
+    from the segment read a block at a time."""
     sums = {}
     for name_of, write in copies_to_write():
         name = name_of(seg.file)
         path = directory / name
         if path.is_file() and not integrity.check(path, path, snap.state.get(integrity.key(name))) and not (
-                name == int8_file(seg.file) and int8_scan.outdated(path, seg.n_rows, rows.shape[1])):
+                name == int8_file(seg.file) and int8_scan.outdated(path, seg.n_rows, dim)):
             continue
-        write(path, [rows])
+        write(path, read_blocks(directory / seg.file, seg.n_rows, dim, WRITE_BLOCK))
         sums[integrity.key(name)] = integrity.checksum(path)
     if sums:
         fsync_dir(directory / "vectors")
@@ -132,11 +133,13 @@ def merge(directory: Path, files: OpenFiles, catalog: Catalog, snap: Snapshot, c
     old = snap.segments[len(snap.segments) - count:]
     if len(old) < 2:
         if old and shadow:
-            write_missing_copies(directory, catalog, snap, old[0], files.hold(snap)[0][-1].rows)
+            files.hold(snap)  # the segment is checked against its checksum before a copy is made of it
+            write_missing_copies(directory, catalog, snap, old[0], files.dimension)
         return len(old)
-    held, _ = files.hold(snap)
+    files.hold(snap)  # as above, for each merged segment
     merged = next_segment(snap, old[0].first_row, sum(s.n_rows for s in old))
-    sums = write_segment(directory, merged, [h.rows for h in held[len(held) - count:]], shadow)
+    blocks = (block for s in old for block in read_blocks(directory / s.file, s.n_rows, files.dimension, WRITE_BLOCK))
+    sums = write_segment(directory, merged, blocks, shadow)
     catalog.commit_segments(old, merged, sums, [integrity.key(n) for s in old for n in segment_files(s.file)])
     _remove(directory, old)
     return len(old)

@@ -1,5 +1,6 @@
-"""Reading chosen rows of a segment file held open, leaving none of its pages in this
-process's memory: the fp32 rows an exact search re-scores, on indexes larger than memory.
+"""Reading rows of a segment file, leaving none of its pages in this process's memory: the
+fp32 rows an exact search re-scores, and every row, in blocks, for writing a copy or a merge,
+on indexes larger than memory.
 
 Touching rows through a segment's own memory map would map the page-cache folio around each
 (read-ahead, large folios: hundreds of KB a row), all counted as this process's memory until
@@ -8,6 +9,7 @@ pages go every few rows; `read_rows` reads with pread, where madvise is missing.
 
     read = row_reader(open(path, "rb", buffering=0), n_rows, dim)
     vectors = read(np.array([7, 3, 99]))
+    for block in read_blocks(path, n_rows, dim, 65536): ...
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import functools
 import mmap
 import os
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
@@ -73,3 +75,24 @@ def row_reader(file: BinaryIO, n_rows: int, dim: int) -> Callable[[np.ndarray], 
             mapping.madvise(mmap.MADV_DONTNEED)
         return out
     return read
+
+
+def read_blocks(path: Path, n_rows: int, dim: int, rows: int) -> Iterator[np.ndarray]:
+    """Every float32 row of a segment file, `rows` at a time, through a mapping whose pages are
+    let go after each block: a pass over a segment larger than memory then holds one block in
+    this process, where a plain map would count every page read until the kernel takes them
+    back. A block stays readable after it (a page let go is read again)."""
+    size = os.stat(path).st_size
+    if size != n_rows * dim * 4:
+        raise RuntimeError(f"index segment {path} has {size} bytes, the catalog expects {n_rows * dim * 4}: "
+                           "the index is damaged")
+    if n_rows == 0:
+        yield np.zeros((0, dim), np.float32)  # the copies' writers need a matrix to know the width
+        return
+    with open(path, "rb") as f:
+        mapping = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
+    matrix = np.frombuffer(mapping, dtype=np.float32).reshape(n_rows, dim)
+    for start in range(0, n_rows, rows):
+        yield matrix[start : start + rows]
+        if hasattr(mmap, "MADV_DONTNEED"):
+            mapping.madvise(mmap.MADV_DONTNEED)

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 from sentembed.search import Index
 from sentembed.search.compaction import merge_plan
 from sentembed.search.exact import brute_force_topk
-from sentembed.search.store import Segment
+from sentembed.search.rows import read_blocks
+from sentembed.search.store import Segment, open_segment
 
 from support import HashEncoder
 
@@ -28,6 +29,24 @@ def test_merge_plan_keeps_sizes_geometric():
             sizes[-count:] = [sum(sizes[-count:])]
         assert all(a > sum(sizes[i + 1:]) for i, a in enumerate(sizes[:-1])), sizes
     assert len(sizes) <= np.log2(sum(sizes)) + 1
+
+
+def test_read_blocks_gives_the_mapped_rows_in_blocks(tmp_path):
+    # The copies are written from blocks read this way: every row once, in order, the last
+    # block short; an empty segment still gives its width; a short file is named damaged.
+    rows = np.random.default_rng(0).standard_normal((10, 6)).astype(np.float32)
+    (tmp_path / "vectors").mkdir()
+    seg = Segment(1, "vectors/seg-000001.f32", 0, 10)
+    (tmp_path / seg.file).write_bytes(rows.tobytes())
+    blocks = list(read_blocks(tmp_path / seg.file, 10, 6, 4))
+    assert [len(b) for b in blocks] == [4, 4, 2]
+    assert np.array_equal(np.concatenate(blocks), open_segment(tmp_path, seg, 6))
+    empty = Segment(2, "vectors/seg-000002.f32", 10, 0)
+    (tmp_path / empty.file).write_bytes(b"")
+    assert [b.shape for b in read_blocks(tmp_path / empty.file, 0, 6, 4)] == [(0, 6)]
+    (tmp_path / seg.file).write_bytes(rows[:9].tobytes())
+    with pytest.raises(RuntimeError, match="damaged"):
+        list(read_blocks(tmp_path / seg.file, 10, 6, 4))
 
 
 def test_many_small_adds_stay_few_segments(tmp_path, enc):
