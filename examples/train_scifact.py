@@ -3,6 +3,7 @@ abstract) with MultipleNegativesRankingLoss (scale 20, cosine) and compare test 
 
     nice .venv/bin/python examples/train_scifact.py --epochs 1 --out runs/scifact
     nice .venv/bin/python examples/train_scifact.py --eval-dtype bfloat16   # 3x faster scoring
+    nice .venv/bin/python examples/train_scifact.py --evaluate runs/scifact-pipeline/bi-encoder --skip-base
 
 Both models are scored by `RetrievalEvaluator` on the whole SciFact test split, as MTEB scores
 them (documents are `(title + " " + text).strip()`). With --eval-dtype bfloat16 both are scored
@@ -33,13 +34,15 @@ def main() -> None:
     ap.add_argument("--train-max-seq-length", type=int, default=256)
     ap.add_argument("--eval-dtype", default="float32", help="float32 (as MTEB) or bfloat16 (faster on CPU)")
     ap.add_argument("--skip-base", action="store_true", help="do not score the base model again")
+    ap.add_argument("--evaluate", default=None, metavar="DIR",
+                    help="score a model trained elsewhere (e.g. examples/rerank_scifact.py's bi-encoder) "
+                         "the same way, without training")
     a = ap.parse_args()
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     import sentembed
     from sentembed.evaluation import RetrievalEvaluator, read_beir
-    from sentembed.training import TrainConfig, Trainer, TrainDataset, make_loss
 
     train = read_beir(DATA / "scifact", "train")
     pairs = [(train.queries[q], train.corpus[d]) for q, docs in train.qrels.items()
@@ -54,6 +57,24 @@ def main() -> None:
         print(f"base nDCG@10 {report['base']['ndcg@10']:.5f} ({time.time() - t:.0f} s)", flush=True)
     enc = sentembed.load(a.model, device="cpu")
     eval_len = enc.max_seq_length
+    if a.evaluate:
+        a.out = a.evaluate
+    else:
+        train_model(a, enc, pairs, report)
+    tuned = sentembed.load(a.out, device="cpu", dtype=a.eval_dtype)
+    tuned.max_seq_length = eval_len  # scored like the base, at its max_seq_length (384)
+    t = time.time()
+    report["fine_tuned"] = evaluator(tuned)
+    print(f"fine-tuned nDCG@10 {report['fine_tuned']['ndcg@10']:.5f} ({time.time() - t:.0f} s)", flush=True)
+    Path(a.out, "scifact_results.json").write_text(json.dumps(report, indent=1))
+    summary = {k: {m: round(report[k][m], 5) for m in ("ndcg@10", "mrr@10", "recall@100")}
+               for k in ("base", "fine_tuned") if k in report}
+    print(json.dumps(summary, indent=1))
+
+
+def train_model(a: argparse.Namespace, enc, pairs: list[tuple[str, str]], report: dict) -> None:
+    from sentembed.training import TrainConfig, Trainer, TrainDataset, make_loss
+
     params = {"scale": 20.0, "similarity": "cosine"}
     if a.loss == "cached_mnrl":
         params["mini_batch_size"] = 8
@@ -64,15 +85,6 @@ def main() -> None:
     t = time.time()
     result = Trainer(enc, [TrainDataset.from_rows("scifact-train", pairs)], make_loss(a.loss, params), cfg).train()
     report["train_seconds"], report["steps"] = round(time.time() - t), result.steps
-    tuned = sentembed.load(a.out, device="cpu", dtype=a.eval_dtype)
-    tuned.max_seq_length = eval_len  # scored like the base, at its max_seq_length (384)
-    t = time.time()
-    report["fine_tuned"] = evaluator(tuned)
-    print(f"fine-tuned nDCG@10 {report['fine_tuned']['ndcg@10']:.5f} ({time.time() - t:.0f} s)", flush=True)
-    Path(a.out, "scifact_results.json").write_text(json.dumps(report, indent=1))
-    summary = {k: {m: round(report[k][m], 5) for m in ("ndcg@10", "mrr@10", "recall@100")}
-               for k in ("base", "fine_tuned") if k in report}
-    print(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":
