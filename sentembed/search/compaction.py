@@ -16,7 +16,7 @@ Readers holding the old files keep reading them until they next look at the cata
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from .int8_scan import write_int8
 from .prefilter import write_shadow
 from .rows import read_blocks
 from .store import BUMP_GENERATION, Catalog, Segment, Snapshot, open_segment
-from .view import OpenFiles, View, int8_file, segment_files, shadow_file
+from .view import OpenFiles, SegmentFile, View, int8_file, segment_files, shadow_file
 
 # Rewrite (dropping deleted rows) on add once more than this share of the rows is deleted.
 REWRITE_DELETED_SHARE = 0.5
@@ -152,11 +152,9 @@ def rewrite(directory: Path, files: OpenFiles, catalog: Catalog, snap: Snapshot,
     of those rows and returns its state keys. Returns the number of segments replaced."""
     held, _ = files.hold(snap)
     keep = ~snap.deleted
-    live = [h.rows[a:b] for h in held
-            for a, b in _runs(keep[h.segment.first_row : h.segment.first_row + h.segment.n_rows])]
     n_live = int(keep.sum())
     seg = next_segment(snap, 0, n_live)
-    sums = write_segment(directory, seg, live or [np.zeros((0, files.dimension), np.float32)], shadow)
+    sums = write_segment(directory, seg, _live_blocks(directory, held, keep, files.dimension), shadow)
     state = sums | build_ann(open_segment(directory, seg, files.dimension), seg.seg)
     new_of = np.cumsum(keep) - 1  # old row -> new row, for the rows kept
     _commit_rewrite(catalog, snap, seg, np.flatnonzero(keep), new_of[keep], state)
@@ -168,10 +166,14 @@ def rewrite(directory: Path, files: OpenFiles, catalog: Catalog, snap: Snapshot,
     return len(snap.segments)
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """(start, stop) of the runs of True in `mask`: the live rows of a segment, as slices."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+def _live_blocks(directory: Path, held: list[SegmentFile], keep: np.ndarray, dim: int) -> Iterator[np.ndarray]:
+    """The rows of `held` segments that `keep` marks, in order, a block at a time (rows.read_blocks)."""
+    for h in held:
+        first = h.segment.first_row
+        for block in read_blocks(directory / h.segment.file, h.segment.n_rows, dim, WRITE_BLOCK):
+            yield block[keep[first : first + len(block)]]
+            first += len(block)
+    yield np.zeros((0, dim), np.float32)  # no live rows at all: still a (0, dim) segment
 
 
 def _commit_rewrite(catalog: Catalog, snap: Snapshot, seg: Segment, old_rows: np.ndarray, new_rows: np.ndarray,

@@ -64,8 +64,10 @@ def test_many_small_adds_stay_few_segments(tmp_path, enc):
     assert [[int(h.id) for h in hits] for hits in idx.search_many(q, 7)] == ref.indices.tolist()
 
 
-@pytest.mark.parametrize("kind", ["exact", "hnsw"])
-def test_compact_drops_deleted_rows_and_renumbers(tmp_path, enc, kind):
+@pytest.mark.parametrize("kind, block", [("exact", None), ("hnsw", None), ("exact", 7)])
+def test_compact_drops_deleted_rows_and_renumbers(tmp_path, enc, kind, block, monkeypatch):
+    if block:  # segments read in blocks that cut across the runs of deleted rows
+        monkeypatch.setattr("sentembed.search.compaction.WRITE_BLOCK", block)
     idx = Index.create(tmp_path / "ix", enc, kind=kind)
     texts = [f"doc {i} about {'cats' if i % 2 else 'stocks'}" for i in range(60)]
     for s in range(0, 60, 20):
