@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--skip-base", action="store_true", help="do not score the base model again")
     ap.add_argument("--evaluate", default=None, metavar="DIR",
                     help="score a model trained elsewhere (e.g. examples/rerank_scifact.py's bi-encoder) "
-                         "the same way, without training")
+                         "the same way, without training; the scores go to DIR/scifact_results.json")
     a = ap.parse_args()
     import torch
 

@@ -77,15 +77,20 @@ def row_reader(file: BinaryIO, n_rows: int, dim: int) -> Callable[[np.ndarray], 
     return read
 
 
+def check_size(path: Path, n_rows: int, dim: int) -> int:
+    """The byte size of a segment file, which must hold `n_rows` float32 rows of `dim`."""
+    size, expected = os.stat(path).st_size, n_rows * dim * 4
+    if size != expected:
+        raise RuntimeError(f"index segment {path} has {size} bytes, the catalog expects {expected}: the index is damaged")
+    return size
+
+
 def read_blocks(path: Path, n_rows: int, dim: int, rows: int) -> Iterator[np.ndarray]:
     """Every float32 row of a segment file, `rows` at a time, through a mapping whose pages are
     let go after each block: a pass over a segment larger than memory then holds one block in
     this process, where a plain map would count every page read until the kernel takes them
     back. A block stays readable after it (a page let go is read again)."""
-    size = os.stat(path).st_size
-    if size != n_rows * dim * 4:
-        raise RuntimeError(f"index segment {path} has {size} bytes, the catalog expects {n_rows * dim * 4}: "
-                           "the index is damaged")
+    size = check_size(path, n_rows, dim)
     if n_rows == 0:
         yield np.zeros((0, dim), np.float32)  # the copies' writers need a matrix to know the width
         return

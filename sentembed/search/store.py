@@ -41,6 +41,7 @@ from ..io import atomic_write
 
 from . import lexical
 from .filters import compile_where
+from .rows import check_size
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs(
@@ -333,10 +334,7 @@ class Catalog:
 def open_segment(directory: Path, seg: Segment, dim: int) -> np.ndarray:
     """Memory-map one committed segment read-only."""
     path = directory / seg.file
-    expected = seg.n_rows * dim * 4
-    size = path.stat().st_size
-    if size != expected:
-        raise RuntimeError(f"index segment {path} has {size} bytes, the catalog expects {expected}: the index is damaged")
+    check_size(path, seg.n_rows, dim)
     if seg.n_rows == 0:  # an empty file cannot be mapped
         return np.zeros((0, dim), np.float32)
     return np.memmap(path, dtype=np.float32, mode="r", shape=(seg.n_rows, dim))
