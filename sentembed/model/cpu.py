@@ -68,7 +68,7 @@ def cpu() -> CPU:
     wide = capability.startswith("AVX512")
     bf16 = _probe_bf16()
     amx = "amx_tile" in flags and bf16
-    vnni = amx or ("avx512_vnni" in flags and wide) or "avx_vnni" in flags
+    vnni = _onednn_may_use_vnni() and (amx or ("avx512_vnni" in flags and wide) or "avx_vnni" in flags)
     if override is not None and CLASSES.index(override) < CLASSES.index("avx512"):
         bf16 = vnni = amx = False
         capability = override.upper()
@@ -96,6 +96,17 @@ def _probe_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError, NotImplementedError):
         return False
+
+
+# oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA) under which it runs no int8 dot-product instruction.
+_CAPS_WITHOUT_VNNI = ("SSE41", "AVX", "AVX2", "AVX512_CORE")
+
+
+def _onednn_may_use_vnni() -> bool:
+    """False where oneDNN is told not to: an Intel CPU with AVX-VNNI capped at AVX2 has the flag
+    in /proc/cpuinfo, yet its int8 products run without the instruction."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    return cap not in _CAPS_WITHOUT_VNNI
 
 
 def _compiler() -> str | None:

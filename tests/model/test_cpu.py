@@ -53,6 +53,15 @@ def test_override_reads_as_an_avx2_cpu(avx2_cpu):
         assert choose_dtype("bfloat16") == "float32"
 
 
+@pytest.mark.parametrize("cap", ["AVX2", "avx512_core"])
+def test_vnni_reads_absent_where_onednn_is_capped_below_it(monkeypatch, cap):
+    """A Sapphire Rapids lists avx_vnni in /proc/cpuinfo; capped at AVX2 its oneDNN cannot use it."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert cpu_mod._onednn_may_use_vnni() is False
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2_VNNI")
+    assert cpu_mod._onednn_may_use_vnni() is True
+
+
 def test_a_wrong_override_names_the_choices(monkeypatch):
     monkeypatch.setenv("SENTEMBED_CPU", "avx9000")
     cpu.cache_clear()
