@@ -55,6 +55,7 @@ import torch
 
 from ..io import atomic_write
 from ..model.cpu import cpu
+from ..model.int8_matmul import Int8Matrix, amx_matmul
 from . import prefilter
 from .candidates import GROUP, at_or_above
 
@@ -231,6 +232,9 @@ class Int8Scan:
     def __init__(self, queries: torch.Tensor, copies: list[Int8Copy]) -> None:
         codes, scale, _, err = quantize(queries.numpy())
         self.a = torch.from_numpy(codes)
+        # With AMX the queries are packed once and each block of rows multiplies them: the
+        # products come out (rows, queries), which Int8Scores reads through a transposed view.
+        self.packed = Int8Matrix(self.a) if amx_matmul() else None
         self.scale = torch.from_numpy(scale).double()
         self.q_err = torch.from_numpy(err)
         self.q_norm = torch.linalg.vector_norm(queries.double(), dim=1)
@@ -248,7 +252,9 @@ class Int8Scan:
 
     def scores(self, copy: Int8Copy, start: int, stop: int) -> tuple["Int8Scores", torch.Tensor]:
         """(rho, s_q): fp32 scores of rows [start, stop) divided by each query's scale."""
-        return Int8Scores(torch._int_mm(self.a, copy.rows(start, stop).T), _tensor(copy.scale[start:stop])), self.scale
+        rows = copy.rows(start, stop)
+        products = self.packed(rows).t() if self.packed is not None else torch._int_mm(self.a, rows.T)
+        return Int8Scores(products, _tensor(copy.scale[start:stop])), self.scale
 
     def row_slack(self, copy: Int8Copy, start: int, q: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """D(q, c) of pairs (query q, row start + c)."""
@@ -259,7 +265,10 @@ class Int8Scan:
 
 
 class Int8Scores:
-    """The scores rho = fl(I s_c) of a chunk, kept as its int32 products I and column scales s_c.
+    """The scores rho = fl(I s_c) of a chunk, kept as its products I and column scales s_c.
+
+    I is int32, or fp32 converted once from int32 (model/int8_matmul.py), and may be the
+    transposed view of a (rows, queries) block: the group maxima are then taken along its rows.
 
     Candidates.add reads it as it reads a tensor of scores (`shape`, `float()`, `[q, c]`,
     `masked_fill_` with -inf). Its `at_or_above` finds the scores above a positive floor F
@@ -295,9 +304,13 @@ class Int8Scores:
         if main == 0 or not bool((floor > 0).all()) or not torch.equal(top, shared.amin(dim=1)):
             return at_or_above(self.float(), floor)  # scales vary within groups: multiply all
         # fl(I s) <= I s (1 + u); the margin 2^-20 covers that u and the three fp32 roundings
-        # of the test (I itself is exact in fp32: |I| < 2^24).
+        # of the test (I itself is exact in fp32 while |I| < 2^24, and rounded once beyond).
         groups = self.products[:, :main].unflatten(1, (main // GROUP, GROUP))
-        gq, gg = (groups.amax(dim=2).float() * (top * (1 + 2.0 ** -20)) >= floor.unsqueeze(1)).nonzero(as_tuple=True)
+        if self.products.stride(0) == 1:  # (rows, queries) storage: reduce over its contiguous rows
+            group_max = self.products.t()[:main].view(main // GROUP, GROUP, -1).amax(dim=1).t()
+        else:
+            group_max = groups.amax(dim=2)
+        gq, gg = (group_max.float() * (top * (1 + 2.0 ** -20)) >= floor.unsqueeze(1)).nonzero(as_tuple=True)
         rho = groups[gq, gg] * self.scale[:main].view(-1, GROUP)[gg]
         r, j = (rho >= floor[gq].unsqueeze(1)).nonzero(as_tuple=True)
         q, c = gq[r], gg[r] * GROUP + j

@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sentembed.model.int8_matmul import amx_matmul
 from sentembed.search import Index, candidates, compaction, exact, int8_scan, prefilter
 from sentembed.search.exact import Block, topk_blocks
 from sentembed.search.int8_scan import Int8Copy, Int8Scan, padded, quantize, read_int8, write_int8
@@ -18,10 +19,15 @@ from sentembed.vectors import matmul_t
 from support import HashEncoder
 
 
-@pytest.fixture(autouse=True)
-def int8_scan_on(monkeypatch):
+@pytest.fixture(autouse=True, params=["int_mm", "amx"])
+def int8_scan_on(monkeypatch, request):
     """These tests are about the int8 scan: write and run it on every CPU (without VNNI it is
-    slower, not wrong), and never the bf16 one."""
+    slower, not wrong), and never the bf16 one; each through torch._int_mm, and again through
+    oneDNN's matmul primitive (products laid out by rows) where the CPU has AMX."""
+    if request.param == "amx" and not amx_matmul():
+        pytest.skip("no AMX here: int8 products run through torch._int_mm only")
+    if request.param == "int_mm":
+        monkeypatch.setattr(int8_scan, "amx_matmul", lambda: False)
     monkeypatch.setattr(int8_scan, "int8_scan_pays", lambda: True)
     monkeypatch.setattr(prefilter, "bf16_scan_pays", lambda: False)
     monkeypatch.setattr(compaction, "copies_to_write", lambda: [(int8_file, write_int8)])
@@ -187,12 +193,16 @@ def test_candidates_on_random_unit_vectors_are_few(monkeypatch):
 
 @pytest.mark.parametrize("n", [128 * 5, 128 * 5 + 37, 90])
 @pytest.mark.parametrize("shared", [True, False])
-def test_int8_scores_above_a_floor_are_those_of_the_products(n, shared):
+@pytest.mark.parametrize("by_rows", [False, True])
+def test_int8_scores_above_a_floor_are_those_of_the_products(n, shared, by_rows):
     """Int8Scores.at_or_above (integer keys for groups of columns sharing a scale; a product of
     every score where scales vary) finds exactly the pairs whose fp32 score fl(I s_c) reaches
-    the floor, excluded columns left out, on floors that sit on scores themselves."""
+    the floor, excluded columns left out, on floors that sit on scores themselves; the products
+    int32 (queries, rows), or fp32 laid out (rows, queries) as the AMX kernel gives them."""
     gen = torch.Generator().manual_seed(n)
     products = torch.randint(-40000, 40000, (6, n), generator=gen, dtype=torch.int32)
+    if by_rows:
+        products = products.float().t().contiguous().t()
     scale = torch.rand(n, generator=gen) * torch.logspace(-4, 0, n)[torch.randperm(n, generator=gen)]
     if shared:
         scale = scale[::int8_scan.SCALE_GROUP].repeat_interleave(int8_scan.SCALE_GROUP)[:n]
