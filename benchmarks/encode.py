@@ -7,7 +7,8 @@ size. Prints tokens/s, the ratio to the reference's PyTorch fp32, max |delta| an
 of the (normalized) embeddings to the reference's PyTorch fp32, effective GFLOP/s at 175
 MFLOP a token, and the share of the fp32 / bf16 / int8 GEMM ceilings measured here, in the
 same process (2048x768x3072: oneDNN fp32 and bf16 through torch.ops.mkldnn._linear_pointwise,
-int8 through torch._int_mm).
+int8 through the kernel sentembed's int8 runs on this CPU: oneDNN's matmul with AMX, else
+torch._int_mm).
 
     make bench-env
     .venv-bench/bin/python benchmarks/encode.py                       # the full run
@@ -74,12 +75,14 @@ def gemm_peaks(repeat: int = 5) -> dict[str, float]:
     m, k, n = GEMM
     flops = 2 * m * k * n
     x, w, b = torch.randn(m, k), torch.randn(n, k), torch.randn(n)
+    from sentembed.model.int8_matmul import Int8Matrix
+
     xq = torch.randint(-127, 127, (m, k), dtype=torch.int8)
-    wq = torch.randint(-127, 127, (n, k), dtype=torch.int8).t()
+    wq = Int8Matrix(torch.randint(-127, 127, (n, k), dtype=torch.int8))  # the kernel sentembed's int8 uses here
     runs = {
         "fp32": lambda: torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], ""),
         "bf16": lambda: torch.ops.mkldnn._linear_pointwise(x.bfloat16(), w.bfloat16(), b.bfloat16(), "none", [], ""),
-        "int8": lambda: torch._int_mm(xq, wq),
+        "int8": lambda: wq(xq),
     }
     xb, wb, bb = x.bfloat16(), w.bfloat16(), b.bfloat16()
     runs["bf16"] = lambda: torch.ops.mkldnn._linear_pointwise(xb, wb, bb, "none", [], "")

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from ..io import move_into_place
-from ..model import config, kernels, mpnet
+from ..model import config, int8_matmul, kernels, mpnet
 from ..model.cpu import cpu, warn_once
 from ..model.resolve import home
 
@@ -51,7 +51,7 @@ def graph_code() -> bytes:
     """The source of every module whose code becomes the graph (or picks its weights)."""
     from . import int8
 
-    files = [Path(module.__file__) for module in (int8, mpnet, kernels, config)] + [Path(__file__)]
+    files = [Path(module.__file__) for module in (int8, mpnet, kernels, int8_matmul, config)] + [Path(__file__)]
     return b"".join(file.read_bytes() for file in files)
 
 

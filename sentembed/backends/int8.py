@@ -1,18 +1,20 @@
 """int8 inference on CPU: per-channel int8 weights, per-token dynamic int8 activations.
 
 Each Linear becomes x -> round(x / s_x) @ W_q^T * s_x * s_w + b, with one scale s_x per token
-(row), computed on the fly, and one s_w per output channel. `torch._int_mm` runs the product
-on VNNI (int8 x int8 -> int32). Per-token scales keep MPNet's outlier tokens from crushing
-everyone else's precision: stock per-tensor dynamic quantization reaches a mean cosine of
-only ~0.70 to fp32 on this model; per-token ~0.997, and ~0.998 with the few outsized channels of
-the hidden states multiplied apart in fp32 in the QKV products (residual_outliers).
+(row), computed on the fly, and one s_w per output channel; the int8 x int8 -> int32 product
+runs on AMX tiles where the CPU has them, else on VNNI (model/int8_matmul.py). Per-token scales
+keep MPNet's outlier tokens from crushing everyone else's precision: per-tensor dynamic
+quantization reaches a mean cosine of only ~0.70 to fp32 on this model; per-token ~0.997, and
+~0.998 with the few outsized channels of the hidden states multiplied apart in fp32 in the QKV
+products (residual_outliers).
 
-Everything that is not a matrix product (embeddings, LayerNorm, attention) runs in bf16 on
-CPUs that have it, and the compiler (Inductor, ahead of time: compiled.py keeps the result on
-disk) fuses the quantize and dequantize passes into their neighbours; without the compiler the
-same code runs eagerly, slower, with the same arithmetic up to rounding. Past the GEMMs, the time goes to the FFN's GELU pass, attention's products and
-its softmax: each transcendental is computed once per element (see quantize_gelu,
-math_attention) and the row scales stay fp32 so those passes stay vectorized (quantize_rows).
+Everything that is not a matrix product (embeddings, LayerNorm, attention) runs in bf16 on CPUs
+that have it, and the compiler (Inductor, ahead of time: compiled.py keeps the result on disk)
+fuses the quantize and dequantize passes into their neighbours; without it the same code runs
+eagerly, slower, with the same arithmetic up to rounding. Past the GEMMs, the time goes to the
+FFN's GELU pass, attention's products and its softmax: each transcendental is computed once per
+element (quantize_gelu, math_attention), and the row scales stay fp32 so those passes stay
+vectorized (quantize_rows).
 
     model = Int8Runner.from_mpnet(mpnet)     # in place of encoder.pipeline.transformer.mpnet
 """
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..model.cpu import cpu, warn_once
+from ..model.int8_matmul import amx_matmul, int8_supported, packed_weights  # noqa: F401 (int8_supported: public here)
 from ..model.kernels import Unpadded, real_tokens
 from ..model.mpnet import AttentionMask, MPNet, padding_bias, run_layers
 from ..model.settings import settings
@@ -122,7 +125,9 @@ class Int8Linear(nn.Module):
             self.register_buffer("inlier_mask", inliers, persistent=False)
             weight = weight * inliers  # so that they do not set the weights' scales either
         q, scale = quantize_weight(weight)
-        # (in, out) as a transposed view of the (out, in) matrix: _int_mm's fastest layout here.
+        # (in, out) as a transposed view of the (out, in) matrix: _int_mm's fastest layout; the
+        # AMX kernel (model/int8_matmul.py) packs the (out, in) matrix once.
+        self.amx = amx_matmul()
         self.register_buffer("weight_t", q.t(), persistent=False)
         self.register_buffer("weight_scale", scale, persistent=False)
         bias = bias.detach().float() if bias is not None else torch.zeros(q.shape[0])
@@ -141,18 +146,11 @@ class Int8Linear(nn.Module):
 
     def product(self, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """fp32 (rows, out) from int8 rows and their scales."""
-        return torch._int_mm(q, self.weight_t).float() * (scale * self.weight_scale) + self.bias
+        products = torch.ops.sentembed.int8_mm(q, self.weight_t.t()) if self.amx else torch._int_mm(q, self.weight_t)
+        return products.float() * (scale * self.weight_scale) + self.bias
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel x per-token"
-
-
-def int8_supported() -> bool:
-    try:
-        a = torch.ones(4, 8, dtype=torch.int8)
-        return bool(torch._int_mm(a, torch.ones(8, 8, dtype=torch.int8)).sum() > 0)
-    except (RuntimeError, AttributeError):
-        return False
 
 
 def activation_dtype() -> torch.dtype:
@@ -285,17 +283,12 @@ class Int8MPNet(nn.Module):
         return unpad.scatter(run_layers(self.layers, unpad.gather(self.embeddings(input_ids)), MathMask(bias, unpad)))
 
 
-def compile_enabled() -> bool:
-    """SENTEMBED_COMPILE=0 turns compilation off (it needs a C++ compiler and ~1 min once a machine)."""
-    return settings().compile
-
-
 def compile_pays() -> bool:
     """Whether the int8 graph is compiled on this CPU: where there is VNNI and a C++ compiler.
 
     Without VNNI (AVX2-only CPUs) the compiled graph crawls (a batch of 64 STS-B sentences took
     43 s, oneDNN limited to AVX2), so int8 runs uncompiled there, and still slower than float32."""
-    if not compile_enabled():
+    if not settings().compile:  # SENTEMBED_COMPILE=0
         return False
     if cpu().compiler is None:
         warn_once("quantize='int8' runs uncompiled, and slower: torch.compile needs a C++ compiler and none "
@@ -369,12 +362,14 @@ class Int8Runner(BackendRunner):
             self._graph, self._package = self._compile(self._package), None
         if self._graph is not None:
             try:
-                return self._graph(input_ids, bias, index).float()
+                with packed_weights(self._graph):
+                    return self._graph(input_ids, bias, index).float()
             except Exception as err:  # an inductor gap: fall back, loudly
                 warnings.warn(f"the compiled int8 graph failed ({type(err).__name__}: {str(err)[:200]}); "
                               "int8 runs eagerly", stacklevel=2)
                 self._graph = None
-        return self._eager()(input_ids, bias, index).float()
+        with packed_weights(self._eager()):
+            return self._eager()(input_ids, bias, index).float()
 
     def _eager(self) -> Int8MPNet:
         if self.model is None:

@@ -11,10 +11,20 @@ Where the CPU has no AMX, `_int_mm` is as fast or faster, and is used (int32 out
     >>> w = Int8Matrix(torch.randint(-127, 128, (100, 768), dtype=torch.int8))
     >>> w(torch.randint(-127, 128, (5, 768), dtype=torch.int8)).shape   # x @ w.T
     torch.Size([5, 100])
+
+Inside a graph (torch.export, torch.compile) the packed weight cannot be a tensor of the graph:
+the op `sentembed::int8_mm(rows, weight)` takes the plain int8 weight and packs it once per
+`PackedWeights` scope, which the caller holds open around each run of one graph:
+
+    with packed_weights(graph):
+        graph(inputs)          # each int8_mm packs its weight at the first run, then reuses it
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
+from collections.abc import Iterator
 
 import torch
 
@@ -45,6 +55,15 @@ def _packed_product(rows: torch.Tensor, packed: torch.Tensor, ones: torch.Tensor
                                               torch.float32, "none", [], "")
 
 
+def int8_supported() -> bool:
+    """Whether this build of torch multiplies int8 matrices at all (torch._int_mm)."""
+    try:
+        a = torch.ones(4, 8, dtype=torch.int8)
+        return bool(torch._int_mm(a, torch.ones(8, 8, dtype=torch.int8)).sum() > 0)
+    except (RuntimeError, AttributeError):
+        return False
+
+
 @functools.cache
 def amx_matmul() -> bool:
     """Whether int8 products go through oneDNN's matmul primitive: on CPUs with AMX (cpu.py),
@@ -61,3 +80,58 @@ def amx_matmul() -> bool:
     except (AttributeError, RuntimeError, NotImplementedError):
         return False
     return bool(torch.equal(got.double(), (a.long() @ w.long().T).double()))
+
+
+class PackedWeights:
+    """The packed form of each weight one graph multiplies by, found by the weight's address.
+
+    An address names a weight only while the tensor neither moves nor changes: hold one scope
+    per graph (whose weights are fixed constants or buffers), and a new one for a new graph."""
+
+    def __init__(self) -> None:
+        self._by_address: dict[tuple, Int8Matrix] = {}
+
+    def matrix(self, weight: torch.Tensor) -> Int8Matrix:
+        key = (weight.data_ptr(), tuple(weight.shape), tuple(weight.stride()))
+        found = self._by_address.get(key)
+        if found is None:
+            found = self._by_address[key] = Int8Matrix(weight)
+        return found
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """int8_mm calls on this thread read and fill this scope until the block ends."""
+        outer = getattr(_scope, "packed", None)
+        _scope.packed = self
+        try:
+            yield
+        finally:
+            _scope.packed = outer
+
+
+_scope = threading.local()
+
+
+def packed_weights(graph: object) -> contextlib.AbstractContextManager:
+    """The scope of `graph`'s packed weights, kept on the graph (whose weights stay put while it
+    lives), made active on this thread; a new graph gets a new scope, since it may reuse the
+    addresses of a freed one's weights."""
+    packed = getattr(graph, "sentembed_packed_weights", None)
+    if packed is None:
+        packed = PackedWeights()
+        setattr(graph, "sentembed_packed_weights", packed)
+    return packed.active()
+
+
+@torch.library.custom_op("sentembed::int8_mm", mutates_args=())
+def int8_mm(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """rows (m, k) @ weight (n, k)^T of int8 matrices as float32 (see Int8Matrix); the weight is
+    packed once in the active PackedWeights scope, or for this call alone outside any."""
+    packed = getattr(_scope, "packed", None)
+    matrix = packed.matrix(weight) if packed is not None else Int8Matrix(weight)
+    return matrix(rows).float()
+
+
+@int8_mm.register_fake
+def _(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return rows.new_empty((rows.shape[0], weight.shape[0]), dtype=torch.float32)

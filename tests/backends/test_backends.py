@@ -116,6 +116,22 @@ def test_torch_int8(tiny_model, tiny_fp32, monkeypatch):
         enc.save("/tmp/never-written")
 
 
+def test_int8_kernels_give_the_same_vectors(tiny_model, monkeypatch):
+    """The AMX kernel (oneDNN's matmul, packed weights) and torch._int_mm compute the same int32
+    sums, each converted once to fp32: the eager int8 model gives the very same vectors."""
+    from sentembed.backends import int8
+    from sentembed.model.int8_matmul import amx_matmul
+
+    if not amx_matmul():
+        pytest.skip("no AMX here: int8 products run through torch._int_mm only")
+    monkeypatch.setenv("SENTEMBED_COMPILE", "0")
+    amx = sentembed.load(str(tiny_model), quantize="int8").encode(TEXTS, normalize=False)
+    monkeypatch.setattr(int8, "amx_matmul", lambda: False)
+    int_mm = sentembed.load(str(tiny_model), quantize="int8")
+    assert not int_mm.pipeline.transformer.mpnet._eager().layers[0].qkv.amx
+    np.testing.assert_array_equal(int_mm.encode(TEXTS, normalize=False), amx)
+
+
 def test_int8_rows_have_their_own_scale():
     from sentembed.backends.int8 import Int8Linear, quantize_rows
 
