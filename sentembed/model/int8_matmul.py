@@ -123,7 +123,12 @@ def packed_weights(graph: object) -> contextlib.AbstractContextManager:
     return packed.active()
 
 
-@torch.library.custom_op("sentembed::int8_mm", mutates_args=())
+# Defined through torch.library.Library rather than torch.library.custom_op: the latter wraps
+# the kernel so that its first call imports torch._dynamo (2.3 s of a process's first vector).
+_LIBRARY = torch.library.Library("sentembed", "DEF")
+_LIBRARY.define("int8_mm(Tensor rows, Tensor weight) -> Tensor")
+
+
 def int8_mm(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """rows (m, k) @ weight (n, k)^T of int8 matrices as float32 (see Int8Matrix); the weight is
     packed once in the active PackedWeights scope, or for this call alone outside any."""
@@ -132,6 +137,9 @@ def int8_mm(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return matrix(rows).float()
 
 
-@int8_mm.register_fake
-def _(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _int8_mm_shape(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return rows.new_empty((rows.shape[0], weight.shape[0]), dtype=torch.float32)
+
+
+_LIBRARY.impl("int8_mm", int8_mm, "CPU")
+torch.library.register_fake("sentembed::int8_mm", _int8_mm_shape, lib=_LIBRARY)
