@@ -13,6 +13,8 @@ the same --dtype and --quantize (`sentembed serve`'s options, `load`'s arguments
   /v1/embeddings; sentences/s and its share of offline encode (goal >= 85%); also sentences
   per CPU-second (server + client process), which a busy shared machine disturbs less;
 - latency: 32 concurrent clients x --single requests of one sentence each; p50 and p99;
+- where the time goes: the share of the batching server's best round its model ran (its
+  /metrics), and how its forward passes compare with offline encode of the same texts;
 - fidelity: the lowest cosine between a vector the batching server sent and offline encode's
   (batches of other shapes; 1.0 up to rounding on the fp32 path).
 Responses are asked for as base64 (what OpenAI's own client asks for): floats as JSON text
@@ -129,13 +131,16 @@ def decode(embedding: str | list[float]) -> np.ndarray:
     return np.asarray(embedding, dtype=np.float32)
 
 
-def mean_batch(url: str) -> float:
+def metric(url: str, name: str) -> float:
+    """One sample of the server's /metrics, e.g. "sentembed_batch_size_sum"."""
     import httpx
 
     text = httpx.get(f"{url}/metrics", timeout=30).text
-    total = float(re.search(r"^sentembed_batch_size_sum (\S+)$", text, re.M).group(1))
-    count = float(re.search(r"^sentembed_batch_size_count (\S+)$", text, re.M).group(1))
-    return total / max(count, 1)
+    return float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))
+
+
+def mean_batch(url: str) -> float:
+    return metric(url, "sentembed_batch_size_sum") / max(metric(url, "sentembed_batch_size_count"), 1)
 
 
 def describe(runs: dict) -> str:
@@ -204,13 +209,15 @@ def main() -> None:
                     wall, cpu = time.perf_counter() - t, time.process_time() - own
                 else:
                     proc, url = servers[name]
-                    before = cpu_seconds(proc.pid)
+                    before, model = cpu_seconds(proc.pid), metric(url, "sentembed_batch_inference_seconds_sum")
                     wall, _ = load(url, multi, args.format, served if name == "batching" else None)
                     cpu = cpu_seconds(proc.pid) - before + time.process_time() - own  # server + client
+                    model = metric(url, "sentembed_batch_inference_seconds_sum") - model
                     s_wall, lat = load(url, single, args.format)
                     latencies[name] += lat
                     single_rate.setdefault(name, []).append(len(lat) / s_wall)
-                runs[name].append({"sentences_per_s": len(texts) / wall, "sentences_per_cpu_s": len(texts) / cpu})
+                runs[name].append({"sentences_per_s": len(texts) / wall, "sentences_per_cpu_s": len(texts) / cpu,
+                                   **({"model_seconds": model} if name in servers else {"seconds": wall})})
                 print(name, f"round {r}", runs[name][-1], flush=True)
         batch_sizes = {name: mean_batch(url) for name, (_, url) in servers.items()}
     finally:
@@ -261,6 +268,10 @@ def main() -> None:
     print(f"\ngoal: the batching server at >= 85% of offline encode's sentences/s: {share:.0%} "
           f"({'met' if share >= 0.85 else 'NOT met'})"
           + (f"; {best['batching'] / best[b32]:.0%} of offline batch 32" if b32 in best else ""))
+    top = max(runs["batching"], key=lambda x: x["sentences_per_s"])
+    busy = top["model_seconds"] * top["sentences_per_s"] / len(texts)
+    print(f"the batching server's best round: its model ran {busy:.0%} of the time, its forward passes took "
+          f"{top['model_seconds'] / min(x['seconds'] for x in runs['offline']):.2f}x offline encode's time for the same texts")
     print(f"lowest cosine of a served vector to offline encode's: {min_cosine:.6f}")
     print(f"\nchart: {chart}")
 
