@@ -88,8 +88,11 @@ def int8_runner(mpnet: Any, path: Path, dtype: str, read_mpnet: Callable[[], Any
     from .int8 import Int8Runner
 
     act = torch.bfloat16 if dtype == "bfloat16" else None
-    weights = next(mpnet.parameters()).dtype  # not `mpnet` itself: the closure would keep it
-    return Int8Runner.from_mpnet(mpnet, act_dtype=act, source=str(path), reload=lambda: read_mpnet().to(weights))
+    if next(mpnet.parameters()).dtype != torch.float32:
+        # int8 weights come from the float32 checkpoint whatever `dtype` is: one int8 model (and
+        # one compiled graph) for dtype=None, "auto" and "bfloat16", not one from rounded weights
+        mpnet = read_mpnet().float()
+    return Int8Runner.from_mpnet(mpnet, act_dtype=act, source=str(path), reload=lambda: read_mpnet().float())
 
 
 def _rest_in_float32(encoder) -> None:

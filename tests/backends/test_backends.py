@@ -116,6 +116,17 @@ def test_torch_int8(tiny_model, tiny_fp32, monkeypatch):
         enc.save("/tmp/never-written")
 
 
+def test_int8_weights_come_from_float32_whatever_the_dtype(tiny_model, monkeypatch):
+    # Loaded in bf16 first, they were quantized from rounded weights: another int8 model, and
+    # a second compiled graph, for dtype="auto" than for the default.
+    monkeypatch.setenv("SENTEMBED_COMPILE", "0")
+    layers = {dtype: sentembed.load(str(tiny_model), quantize="int8", dtype=dtype).pipeline.transformer.mpnet._eager()
+              .layers[0] for dtype in ("float32", "bfloat16")}
+    for name in ("qkv", "o", "ffn_in", "ffn_out"):
+        a, b = getattr(layers["float32"], name), getattr(layers["bfloat16"], name)
+        assert torch.equal(a.weight_t, b.weight_t) and torch.equal(a.weight_scale, b.weight_scale), name
+
+
 def test_int8_kernels_give_the_same_vectors(tiny_model, monkeypatch):
     """The AMX kernel (oneDNN's matmul, packed weights) and torch._int_mm compute the same int32
     sums, each converted once to fp32: the eager int8 model gives the very same vectors."""
