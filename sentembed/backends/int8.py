@@ -47,12 +47,11 @@ DEFAULT_KEEP: tuple[str, ...] = ()
 # 0.9982, about as high as leaving the QKV products in bf16; 8 or 16 add nothing.
 OUTLIER_CHANNELS = 4
 
-# The attention layout's length is a multiple of this. bf16 attention kernels treat a length's
-# last partial block of keys (AMX tiles take 32) apart, with another order of additions, so
-# one text's scores and context once rounded differently with the batch's length; per-token
-# int8 then turned that last-bit difference into a different rounding of whole rows (cosine
-# 0.9988 between two batchings of one STS-B sentence, Emerald Rapids). Aligned, the vectors are
-# bit-identical across batchings; the extra keys cost about 2% on sentences.
+# The attention layout's length is a multiple of this, so that a text's vector does not depend
+# on the batch it runs in: bf16 attention kernels sum a length's last partial block of keys (AMX
+# tiles take 32) in another order, so a text's context would round with the batch's length, and
+# per-token int8 turns such a last-bit difference into whole rows rounded otherwise. The extra
+# keys cost about 2% on sentences.
 ATTENTION_ALIGN = 32
 
 
