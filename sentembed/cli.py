@@ -102,7 +102,7 @@ def _system() -> dict:
     """The CPU and the kernels chosen for it (no model is loaded)."""
     import torch
 
-    from .backends.int8 import compile_pays
+    from .backends.compiled import compile_pays
     from .model.cpu import choose_dtype, cpu
     from .search.int8_scan import int8_scan_pays
     from .search.prefilter import bf16_scan_pays

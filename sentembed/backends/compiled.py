@@ -34,6 +34,7 @@ from ..io import move_into_place
 from ..model import config, int8_matmul, kernels, mpnet
 from ..model.cpu import cpu, warn_once
 from ..model.resolve import home
+from ..model.settings import settings
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,25 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 4096
 # About 15 packages of a base-sized MPNet (136 MB each).
 MAX_COMPILED_BYTES = 2 << 30
+
+
+def compile_pays() -> bool:
+    """Whether the int8 graph is compiled on this CPU: where there is VNNI and a C++ compiler.
+
+    Without VNNI (AVX2-only CPUs) the compiled graph crawls (a batch of 64 STS-B sentences took
+    43 s, oneDNN limited to AVX2), so int8 runs uncompiled there, and still slower than float32."""
+    if not settings().compile:  # SENTEMBED_COMPILE=0
+        return False
+    if cpu().compiler is None:
+        warn_once("quantize='int8' runs uncompiled, and slower: torch.compile needs a C++ compiler and none "
+                  "was found (install g++ or set CXX)")
+        return False
+    if not cpu().vnni:
+        warn_once(f"quantize='int8' on a CPU without VNNI ({cpu().describe()}): int8 products have no "
+                  "dot-product instructions here and the graph runs uncompiled, slower than float32 "
+                  "(about 0.4x with oneDNN limited to AVX2); dtype='float32' or backend='openvino' is faster")
+        return False
+    return True
 
 
 def compiled_dir() -> Path:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model.cpu import cpu, warn_once
+from ..model.cpu import cpu
 from ..model.int8_matmul import amx_matmul, int8_supported, packed_weights  # noqa: F401 (int8_supported: public here)
 from ..model.kernels import Unpadded, real_tokens
 from ..model.mpnet import AttentionMask, MPNet, padding_bias, run_layers
@@ -290,25 +290,6 @@ class Int8MPNet(nn.Module):
         return unpad.scatter(run_layers(self.layers, unpad.gather(self.embeddings(input_ids)), MathMask(bias, unpad)))
 
 
-def compile_pays() -> bool:
-    """Whether the int8 graph is compiled on this CPU: where there is VNNI and a C++ compiler.
-
-    Without VNNI (AVX2-only CPUs) the compiled graph crawls (a batch of 64 STS-B sentences took
-    43 s, oneDNN limited to AVX2), so int8 runs uncompiled there, and still slower than float32."""
-    if not settings().compile:  # SENTEMBED_COMPILE=0
-        return False
-    if cpu().compiler is None:
-        warn_once("quantize='int8' runs uncompiled, and slower: torch.compile needs a C++ compiler and none "
-                  "was found (install g++ or set CXX)")
-        return False
-    if not cpu().vnni:
-        warn_once(f"quantize='int8' on a CPU without VNNI ({cpu().describe()}): int8 products have no "
-                  "dot-product instructions here and the graph runs uncompiled, slower than float32 "
-                  "(about 0.4x with oneDNN limited to AVX2); dtype='float32' or backend='openvino' is faster")
-        return False
-    return True
-
-
 class Int8Runner(BackendRunner):
     """The int8 MPNet: its graph compiled ahead of time where this CPU pays for it, else eager.
 
@@ -343,7 +324,7 @@ class Int8Runner(BackendRunner):
         float_model = reload or (lambda: model)
         runner = cls(model.config, position_table(model, act_dtype), act_dtype, source or "int8",
                      lambda: Int8MPNet(float_model(), keep, act_dtype).eval())
-        if compile_pays() if compile is None else compile:
+        if compiled.compile_pays() if compile is None else compile:
             path = compiled.package_path(model, act_dtype, keep)
             runner._graph = compiled.load_package(path)
             if runner._graph is not None:

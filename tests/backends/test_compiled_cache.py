@@ -21,7 +21,8 @@ from safetensors.torch import load_file, save_file
 
 import sentembed
 from sentembed.backends import compiled, int8
-from sentembed.backends.int8 import Int8Runner, compile_pays, int8_supported
+from sentembed.backends.compiled import compile_pays
+from sentembed.backends.int8 import Int8Runner, int8_supported
 from sentembed.model import cpu as cpu_mod
 
 TEXTS = ["A man is playing a guitar.", "The weather is lovely today, isn't it?", "short",

@@ -98,7 +98,7 @@ def test_bf16_modules_take_the_stock_path_without_native_bf16(avx2_cpu, tiny_mod
 
 
 def test_int8_without_vnni_runs_uncompiled_and_says_so(avx2_cpu, tiny_model):
-    from sentembed.backends.int8 import compile_pays
+    from sentembed.backends.compiled import compile_pays
 
     cpu_mod._warn_once.cache_clear()
     with pytest.warns(RuntimeWarning, match="without VNNI"):
