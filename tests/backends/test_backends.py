@@ -117,8 +117,8 @@ def test_torch_int8(tiny_model, tiny_fp32, monkeypatch):
 
 
 def test_int8_weights_come_from_float32_whatever_the_dtype(tiny_model, monkeypatch):
-    # Loaded in bf16 first, they were quantized from rounded weights: another int8 model, and
-    # a second compiled graph, for dtype="auto" than for the default.
+    # Quantized after the cast to bf16, they would be another int8 model (and a second compiled
+    # graph) for dtype="auto" than for the default.
     monkeypatch.setenv("SENTEMBED_COMPILE", "0")
     layers = {dtype: sentembed.load(str(tiny_model), quantize="int8", dtype=dtype).pipeline.transformer.mpnet._eager()
               .layers[0] for dtype in ("float32", "bfloat16")}

@@ -80,8 +80,8 @@ def test_int8_torch(real_model_path, fp32_embeddings, stsb, monkeypatch):
 
 
 def test_int8_vectors_do_not_depend_on_the_batch(real_model_path, stsb, monkeypatch):
-    # What the server relies on: its batches mix requests as they come. Before attention's
-    # layout was aligned, 7 of these 300 sentences moved (cosine down to 0.9987) on AMX.
+    # What the server relies on: its batches mix requests as they come. Without attention's
+    # aligned layout (int8.ATTENTION_ALIGN), 7 of these 300 sentences move on AMX (cosine 0.9987).
     monkeypatch.setenv("SENTEMBED_COMPILE", "0")
     encoder = sentembed.load(str(real_model_path), quantize="int8")
     a, b, _ = stsb
