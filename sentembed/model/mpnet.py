@@ -27,16 +27,19 @@ from .config import MPNetConfig
 from .kernels import Linear, Unpadded, onednn_linear
 
 
+def embedding(rows: int, dim: int, padding_idx: int | None = None) -> nn.Embedding:
+    """An nn.Embedding whose weight MPNet sets (its own random draw would be overwritten)."""
+    return nn.Embedding(rows, dim, padding_idx=padding_idx, _weight=torch.empty(rows, dim))
+
+
 class Embeddings(nn.Module):
     """Word plus absolute position embeddings; positions count real tokens only."""
 
     def __init__(self, config: MPNetConfig):
         super().__init__()
         self.padding_idx = config.pad_token_id
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=self.padding_idx)
-        self.position_embeddings = nn.Embedding(
-            config.max_position_embeddings, config.hidden_size, padding_idx=self.padding_idx
-        )
+        self.word_embeddings = embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+        self.position_embeddings = embedding(config.max_position_embeddings, config.hidden_size, self.padding_idx)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -188,7 +191,7 @@ class Encoder(nn.Module):
     def __init__(self, config: MPNetConfig):
         super().__init__()
         self.layer = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
-        self.relative_attention_bias = nn.Embedding(config.relative_attention_num_buckets, config.num_attention_heads)
+        self.relative_attention_bias = embedding(config.relative_attention_num_buckets, config.num_attention_heads)
         self.num_buckets = config.relative_attention_num_buckets
         self.gradient_checkpointing = False
 
@@ -213,12 +216,24 @@ class Encoder(nn.Module):
 class MPNet(nn.Module):
     """MPNet without a pooler: token ids in, contextual token embeddings out."""
 
-    def __init__(self, config: MPNetConfig):
+    def __init__(self, config: MPNetConfig, initialize: bool = True):
         super().__init__()
         self.config = config
         self.embeddings = Embeddings(config)
         self.encoder = Encoder(config)
-        self.apply(self._init_weights)
+        if initialize:
+            self.apply(self._init_weights)
+
+    @classmethod
+    def for_checkpoint(cls, config: MPNetConfig) -> "MPNet":
+        """An MPNet without weights (on the meta device) for a checkpoint's tensors to become its
+        weights (load_state_dict(..., assign=True), as load_encoder_state does): drawing 110M
+        random weights and copying the checkpoint over them takes longer than reading it.
+
+        >>> model = MPNet.for_checkpoint(config); model.load_state_dict(state, assign=True)
+        """
+        with torch.device("meta"):
+            return cls(config, initialize=False)
 
     def _init_weights(self, module: nn.Module) -> None:
         # Only used for models trained from scratch; checkpoints overwrite all of this.

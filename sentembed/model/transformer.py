@@ -69,7 +69,7 @@ class Transformer(nn.Module):
             max_seq_length = module_config.get("max_seq_length") or _tokenizer_max_length(path)
         if max_seq_length is None:
             max_seq_length = config.max_position_embeddings - config.pad_token_id - 1
-        mpnet = MPNet(config)
+        mpnet = MPNet.for_checkpoint(config)
         state, source = read_weights(path)
         load_encoder_state(mpnet, _encoder_state(state), source, config_file)
         check_finite(mpnet.state_dict(), source)
@@ -150,4 +150,8 @@ def load_encoder_state(encoder: MPNet, state: dict[str, torch.Tensor], source: P
                 f"{config_file}: {field} is {getattr(config, field)}, but {source} holds tensor {name!r} of shape "
                 f"{got} where the config implies {tuple(tensor.shape)}"
             )
-    encoder.load_state_dict({k: state[k] for k in expected})
+    tensors = {k: state[k] for k in expected}
+    without_weights = any(t.is_meta for t in expected.values())  # MPNet.for_checkpoint
+    if without_weights:  # the checkpoint's tensors become the weights, in the model's dtype
+        tensors = {k: t.to(expected[k].dtype).contiguous() for k, t in tensors.items()}
+    encoder.load_state_dict(tensors, assign=without_weights)
