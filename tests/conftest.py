@@ -80,7 +80,7 @@ def avx2_cpu(monkeypatch):
     from sentembed.model import cpu
 
     monkeypatch.setenv(cpu.OVERRIDE_ENV, "avx2")
-    cpu.cpu.cache_clear()
+    cpu.reset()
     yield cpu.cpu()
     monkeypatch.delenv(cpu.OVERRIDE_ENV)
-    cpu.cpu.cache_clear()
+    cpu.reset()  # the choices made for the AVX2 class go with it

@@ -24,10 +24,13 @@ import os
 import platform
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 from .settings import settings
 
+T = TypeVar("T")
 OVERRIDE_ENV = "SENTEMBED_CPU"
 # Capability classes the override accepts, from the least to the most able.
 CLASSES = ("default", "avx2", "avx512")
@@ -74,6 +77,29 @@ def cpu() -> CPU:
         capability = override.upper()
     return CPU(name=_model_name(), arch=platform.machine(), capability=capability, bf16=bf16, vnni=vnni,
                amx=amx, compiler=_compiler(), override=override)
+
+
+_CHOICES: list = []  # the cached functions of per_cpu, which reset() clears
+
+
+def per_cpu(choose: Callable[[], T]) -> Callable[[], T]:
+    """Cache a choice made from cpu() (a kernel, a scan that pays) until reset() detects the CPU
+    again: a choice must not outlive the CPU it was made for.
+
+    >>> @per_cpu
+    ... def kernel() -> str: return "amx" if cpu().amx else "vnni"
+    """
+    cached = functools.cache(choose)
+    _CHOICES.append(cached)
+    return cached
+
+
+def reset() -> None:
+    """Detect the CPU again at the next cpu() call and forget the choices made from it (tests
+    that change SENTEMBED_CPU within a process)."""
+    cpu.cache_clear()
+    for cached in _CHOICES:
+        cached.cache_clear()
 
 
 def warn_once(message: str) -> None:

@@ -22,13 +22,12 @@ the op `sentembed::int8_mm(rows, weight)` takes the plain int8 weight and packs 
 from __future__ import annotations
 
 import contextlib
-import functools
 import threading
 from collections.abc import Iterator
 
 import torch
 
-from .cpu import cpu
+from .cpu import cpu, per_cpu
 
 
 class Int8Matrix:
@@ -64,7 +63,7 @@ def int8_supported() -> bool:
         return False
 
 
-@functools.cache
+@per_cpu
 def amx_matmul() -> bool:
     """Whether int8 products go through oneDNN's matmul primitive: on CPUs with AMX (cpu.py),
     where it is present and sums exactly (checked once, on a small case with extreme values)."""

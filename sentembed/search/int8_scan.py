@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from ..io import atomic_write
-from ..model.cpu import cpu
+from ..model.cpu import cpu, per_cpu
 from ..model.int8_matmul import Int8Matrix, amx_matmul
 from . import prefilter
 from .candidates import GROUP, at_or_above
@@ -336,7 +336,7 @@ def int8_products_exact() -> bool:
     return bool(torch.equal(got.long(), a.long() @ b.long().T))
 
 
-@functools.cache
+@per_cpu
 def int8_scan_pays() -> bool:
     """Whether scanning the int8 copy beats scanning the fp32 rows on this CPU, measured once.
 

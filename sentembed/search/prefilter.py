@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..io import atomic_write
-from ..model.cpu import cpu
+from ..model.cpu import cpu, per_cpu
 
 BF16_ROUNDOFF = 2.0 ** -8
 FP32_ROUNDOFF = 2.0 ** -24
@@ -107,7 +107,7 @@ def bf16_scores(queries: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         return queries @ rows.T
 
 
-@functools.cache
+@per_cpu
 def bf16_scan_pays() -> bool:
     """Whether scanning the bf16 copy beats scanning the fp32 rows on this CPU, measured once.
 

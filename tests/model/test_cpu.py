@@ -64,13 +64,13 @@ def test_vnni_reads_absent_where_onednn_is_capped_below_it(monkeypatch, cap):
 
 def test_a_wrong_override_names_the_choices(monkeypatch):
     monkeypatch.setenv("SENTEMBED_CPU", "avx9000")
-    cpu.cache_clear()
+    cpu_mod.reset()
     try:
         with pytest.raises(ValueError, match="default, avx2, avx512"):
             cpu()
     finally:
         monkeypatch.delenv("SENTEMBED_CPU")
-        cpu.cache_clear()
+        cpu_mod.reset()
 
 
 def test_bf16_without_native_bf16_runs_float32_exactly(avx2_cpu, tiny_model):
@@ -115,26 +115,22 @@ def test_the_index_scans_fp32_without_native_bf16(avx2_cpu, tmp_path):
     from sentembed.search import Index
     from sentembed.search.prefilter import bf16_scan_pays
 
-    bf16_scan_pays.cache_clear()
-    try:
-        assert bf16_scan_pays() is False
-        enc = HashEncoder(dimension=32)
-        texts = [f"document {i} on {w}" for i, w in enumerate(["cats", "stocks", "rain", "code"] * 100)]
-        idx = Index.create(tmp_path / "ix", enc)
-        idx.add(texts)
-        idx.close()
-        # A wrecked bf16 copy is never read: no warning, the fp32 answer.
-        (tmp_path / "ix" / "vectors" / "seg-000001.bf16").write_bytes(b"\0" * 100)
-        idx = Index.open(tmp_path / "ix", enc)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            hits = idx.search_many(texts[:10], 5)
-        vectors = enc.encode(texts)
-        for query, row in zip(texts[:10], hits):
-            truth = np.sort(vectors @ enc.encode(query))[::-1][:5]
-            np.testing.assert_allclose([h.score for h in row], truth, atol=1e-5)
-    finally:
-        bf16_scan_pays.cache_clear()
+    assert bf16_scan_pays() is False
+    enc = HashEncoder(dimension=32)
+    texts = [f"document {i} on {w}" for i, w in enumerate(["cats", "stocks", "rain", "code"] * 100)]
+    idx = Index.create(tmp_path / "ix", enc)
+    idx.add(texts)
+    idx.close()
+    # A wrecked bf16 copy is never read: no warning, the fp32 answer.
+    (tmp_path / "ix" / "vectors" / "seg-000001.bf16").write_bytes(b"\0" * 100)
+    idx = Index.open(tmp_path / "ix", enc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hits = idx.search_many(texts[:10], 5)
+    vectors = enc.encode(texts)
+    for query, row in zip(texts[:10], hits):
+        truth = np.sort(vectors @ enc.encode(query))[::-1][:5]
+        np.testing.assert_allclose([h.score for h in row], truth, atol=1e-5)
 
 
 EMULATED = r"""
@@ -191,3 +187,21 @@ def test_every_path_runs_where_onednn_has_only_avx2(tiny_model):
     assert any("no native bf16" in w for w in out["warnings"])
     assert any("without VNNI" in w for w in out["warnings"])
     assert not any("primitive" in w for w in out["warnings"])
+
+
+def test_choices_made_for_one_cpu_class_go_with_it(monkeypatch):
+    """A kernel chosen under SENTEMBED_CPU=avx2 is not used once the CPU is read again (before,
+    the suite's AVX2 tests left the AMX tests skipped for the rest of the session)."""
+    from sentembed.model.int8_matmul import amx_matmul
+
+    native = amx_matmul()
+    monkeypatch.setenv(cpu_mod.OVERRIDE_ENV, "avx2")
+    cpu_mod.reset()
+    try:
+        assert amx_matmul() is False
+    finally:
+        monkeypatch.delenv(cpu_mod.OVERRIDE_ENV)
+        cpu_mod.reset()
+    assert amx_matmul() is native
+    if cpu().amx:
+        assert native is True
