@@ -121,3 +121,13 @@ class Unpadded:
         """(tokens, ...) -> (batch, length, ...), zeros at the padding"""
         full = x.new_zeros(self.batch * self.length, *x.shape[1:]).index_copy(0, self.index, x)
         return full.view(self.batch, self.length, *x.shape[1:])
+
+    def padded(self, x: torch.Tensor) -> torch.Tensor:
+        """scatter's result, computed as a gather: each padded row reads its token's row, or
+        zeros. A compiler fuses a gather into the loads of whatever consumes it (the int8
+        graph's head-major q, k and v), where zeros then index_copy are passes of their own."""
+        source = torch.full((self.batch * self.length,), -1, dtype=torch.long, device=x.device)
+        source[self.index] = torch.arange(self.index.shape[0], device=x.device)
+        real = (source >= 0).view(-1, *[1] * (x.dim() - 1))
+        full = torch.where(real, x[source.clamp(min=0)], torch.zeros((), dtype=x.dtype, device=x.device))
+        return full.view(self.batch, self.length, *x.shape[1:])
