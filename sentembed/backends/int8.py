@@ -238,10 +238,7 @@ class Int8Layer(nn.Module):
     def forward(self, x: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
         """x: (tokens, hidden), the real tokens alone; attention alone sees the padded layout."""
         hidden = x.shape[-1]
-        # a gather fuses into the head-major copies below under the compiler; eagerly, zeros and
-        # an index_copy are fewer passes
-        qkv = self.qkv(x)
-        qkv = mask.unpad.padded(qkv) if torch.compiler.is_compiling() else mask.unpad.scatter(qkv)
+        qkv = mask.unpad.scatter(self.qkv(x))
         batch, length = qkv.shape[:2]
         q, k, v = qkv.view(batch, length, 3, self.heads, hidden // self.heads).permute(2, 0, 3, 1, 4)
         # contiguous here, in (batch, heads, length, head) order: left strided, each product copies its operand

@@ -118,14 +118,17 @@ class Unpadded:
         return x.reshape(self.batch * self.length, *x.shape[2:]).index_select(0, self.index)
 
     def scatter(self, x: torch.Tensor) -> torch.Tensor:
-        """(tokens, ...) -> (batch, length, ...), zeros at the padding"""
+        """(tokens, ...) -> (batch, length, ...), zeros at the padding.
+
+        Under a compiler, as a gather (each padded row reads its token's row, or zeros), which
+        it fuses into the loads of whatever consumes it (the int8 graph's head-major q, k and v);
+        eagerly, zeros then index_copy, which are fewer passes there."""
+        if torch.compiler.is_compiling():
+            return self._by_gather(x)
         full = x.new_zeros(self.batch * self.length, *x.shape[1:]).index_copy(0, self.index, x)
         return full.view(self.batch, self.length, *x.shape[1:])
 
-    def padded(self, x: torch.Tensor) -> torch.Tensor:
-        """scatter's result, computed as a gather: each padded row reads its token's row, or
-        zeros. A compiler fuses a gather into the loads of whatever consumes it (the int8
-        graph's head-major q, k and v), where zeros then index_copy are passes of their own."""
+    def _by_gather(self, x: torch.Tensor) -> torch.Tensor:
         source = torch.full((self.batch * self.length,), -1, dtype=torch.long, device=x.device)
         source[self.index] = torch.arange(self.index.shape[0], device=x.device)
         real = (source >= 0).view(-1, *[1] * (x.dim() - 1))

@@ -69,15 +69,15 @@ def test_unpadded_gradients_equal_padded(tiny_model_factory, monkeypatch, checkp
 
 
 def test_padded_by_gather_equals_the_scatter():
-    """Unpadded.padded (a gather, which the int8 graph fuses into its q, k, v) lays the tokens
-    out exactly as scatter does, zeros at the padding."""
+    """Unpadded's gather (scatter under a compiler, which fuses it into the int8 graph's q, k, v)
+    lays the tokens out exactly as its index_copy does, zeros at the padding."""
     from sentembed.model.kernels import Unpadded
 
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]])
     unpad = Unpadded(mask)
     x = torch.randn(int(mask.sum()), 6, 4).bfloat16()
     x[0, 0, 0] = float("nan")  # a token's own NaN stays its own; padding stays zero
-    got, want = unpad.padded(x), unpad.scatter(x)
+    got, want = unpad._by_gather(x), unpad.scatter(x)
     assert got.shape == want.shape == (3, 5, 6, 4) and got.dtype == x.dtype
     assert torch.equal(got.nan_to_num(7.0), want.nan_to_num(7.0))
     assert torch.equal(got[mask == 0], torch.zeros(int((mask == 0).sum()), 6, 4).bfloat16())
