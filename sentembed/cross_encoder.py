@@ -60,8 +60,8 @@ class CrossEncoder(LoadedModel):
     the trainer's name for the module it optimises."""
 
     def __init__(self, model: CrossEncoderModel, name: str = "", device: torch.device | str | None = None,
-                 dtype: str | None = None):
-        super().__init__(model, name, device, dtype)
+                 dtype: str | None = None, cast: bool = True):
+        super().__init__(model, name, device, dtype, cast)
 
     # -- what the model is -------------------------------------------------------------
     @property
@@ -203,7 +203,7 @@ def load_cross_encoder(name_or_path: str | os.PathLike, device: str | None = Non
     path = resolve_model(name_or_path)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    encoder = CrossEncoder(CrossEncoderModel.load(path), str(name_or_path), device, dtype)
+    encoder = CrossEncoder(CrossEncoderModel.load(path), str(name_or_path), device, dtype, cast=quantize is None)
     if quantize is not None:
         from .backends import check_choices, int8_runner
 
@@ -211,5 +211,4 @@ def load_cross_encoder(name_or_path: str | os.PathLike, device: str | None = Non
         transformer = encoder.pipeline.transformer
         transformer.mpnet = int8_runner(transformer.mpnet, path, encoder.dtype,
                                         lambda: CrossEncoderModel.load(path).transformer.mpnet)
-        encoder.pipeline.head.float()
     return encoder

@@ -65,12 +65,12 @@ class SentenceEncoder(LoadedModel):
     """A loaded Sentence Transformers model; see `sentembed.load`."""
 
     def __init__(self, pipeline: SentencePipeline, settings: ModelSettings, name: str = "",
-                 device: torch.device | str | None = None, dtype: str | None = None):
+                 device: torch.device | str | None = None, dtype: str | None = None, cast: bool = True):
         self.settings = settings
         if settings.similarity_fn_name is not None:
             source = f"{name or 'model'}: config_sentence_transformers.json similarity_fn_name"
             settings.similarity_fn_name = resolve_similarity(settings.similarity_fn_name, source)
-        super().__init__(pipeline, name, device, dtype)
+        super().__init__(pipeline, name, device, dtype, cast)
 
     # -- what the model is -------------------------------------------------------------
     @property
@@ -374,8 +374,9 @@ def load(name_or_path: str | os.PathLike, device: str | None = None, dtype: str 
     pipeline = SentencePipeline.load(path)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    encoder = SentenceEncoder(pipeline, ModelSettings.load(path), str(name_or_path), device, dtype)
-    if backend != "torch" or quantize is not None or file_name is not None:
+    replaced = backend != "torch" or quantize is not None or file_name is not None
+    encoder = SentenceEncoder(pipeline, ModelSettings.load(path), str(name_or_path), device, dtype, cast=not replaced)
+    if replaced:
         from .backends import apply_backend
 
         apply_backend(encoder, path, backend=backend, quantize=quantize, file_name=file_name)

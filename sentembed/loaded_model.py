@@ -11,9 +11,13 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 class LoadedModel:
     """What the bi-encoder and the cross-encoder share: their module on a device, in a dtype
-    (`dtype="auto"` picks by CPU and device: model/cpu.py), its token window and tokenizer."""
+    (`dtype="auto"` picks by CPU and device: model/cpu.py), its token window and tokenizer.
 
-    def __init__(self, pipeline: torch.nn.Module, name: str, device: torch.device | str | None, dtype: str | None):
+    cast=False leaves the module in float32 where it is: for a backend about to replace its
+    MPNet, which reads the float32 weights (casting 110M weights first would be wasted)."""
+
+    def __init__(self, pipeline: torch.nn.Module, name: str, device: torch.device | str | None, dtype: str | None,
+                 cast: bool = True):
         self.pipeline = pipeline.eval()
         self.name = name
         self.device = torch.device(device or "cpu")
@@ -22,7 +26,8 @@ class LoadedModel:
             raise ValueError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}, auto")
         if self.dtype == "float16" and self.device.type == "cpu":
             raise ValueError("float16 is not supported on CPU; use dtype='bfloat16' or a CUDA device")
-        self.pipeline.to(self.device, DTYPES[self.dtype])
+        if cast:
+            self.pipeline.to(self.device, DTYPES[self.dtype])
 
     @property
     def max_seq_length(self) -> int:

@@ -1,7 +1,7 @@
 """How a forward pass runs: torch (fp32, bf16, fp16, int8), ONNX Runtime, OpenVINO.
 
-`sentembed.load(..., backend=, dtype=, quantize=, file_name=)` builds the torch encoder and
-then calls `apply_backend`, which swaps `encoder.pipeline.transformer.mpnet` (the MPNet
+`sentembed.load(..., backend=, dtype=, quantize=, file_name=)` builds the torch encoder, its
+weights left in float32, then calls `apply_backend`, which swaps `encoder.pipeline.transformer.mpnet` (the MPNet
 module, `(input_ids, attention_mask) -> token_embeddings`) for a runtime that does the same:
 
     backend   dtype               quantize   runs
@@ -88,10 +88,10 @@ def int8_runner(mpnet: Any, path: Path, dtype: str, read_mpnet: Callable[[], Any
     from .int8 import Int8Runner
 
     act = torch.bfloat16 if dtype == "bfloat16" else None
+    # int8 weights come from the float32 checkpoint whatever `dtype` is: one int8 model (and one
+    # compiled graph) for dtype=None, "auto" and "bfloat16", not one from rounded weights
     if next(mpnet.parameters()).dtype != torch.float32:
-        # int8 weights come from the float32 checkpoint whatever `dtype` is: one int8 model (and
-        # one compiled graph) for dtype=None, "auto" and "bfloat16", not one from rounded weights
-        mpnet = read_mpnet().float()
+        raise ValueError("int8 weights are quantized from float32 ones: build the encoder with cast=False")
     return Int8Runner.from_mpnet(mpnet, act_dtype=act, source=str(path), reload=lambda: read_mpnet().float())
 
 

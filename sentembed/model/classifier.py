@@ -129,9 +129,9 @@ class CrossEncoderModel(nn.Module):
             raise ModelKindError(f"{path} has no classification head ({evidence}); expected {ARCHITECTURE}. "
                                  "CrossEncoder.from_encoder starts a cross-encoder from it with a fresh head")
         raw = read_json(path / "config.json")
-        transformer = Transformer.load(path)
-        head = ClassificationHead(transformer.dimension, len(_id2label(raw)), raw.get("hidden_dropout_prob", 0.1))
         state, source = read_weights(path)
+        transformer = Transformer.load(path, weights=(state, source))
+        head = ClassificationHead(transformer.dimension, len(_id2label(raw)), raw.get("hidden_dropout_prob", 0.1))
         wanted = {f"classifier.{k}": v for k, v in head.state_dict().items()}
         missing = sorted(set(wanted) - set(state))
         if missing:

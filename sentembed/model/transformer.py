@@ -58,7 +58,9 @@ class Transformer(nn.Module):
         return features
 
     @classmethod
-    def load(cls, path: Path, max_seq_length: int | None = None) -> "Transformer":
+    def load(cls, path: Path, max_seq_length: int | None = None,
+             weights: tuple[dict[str, torch.Tensor], Path] | None = None) -> "Transformer":
+        """The transformer in `path`; `weights` is read_weights(path) where the caller has it."""
         path = Path(path)
         module_config = read_json(path / cls.config_file) if (path / cls.config_file).is_file() else {}
         config_file = path / "config.json"
@@ -70,7 +72,7 @@ class Transformer(nn.Module):
         if max_seq_length is None:
             max_seq_length = config.max_position_embeddings - config.pad_token_id - 1
         mpnet = MPNet.for_checkpoint(config)
-        state, source = read_weights(path)
+        state, source = weights or read_weights(path)
         load_encoder_state(mpnet, _encoder_state(state), source, config_file)
         check_finite(mpnet.state_dict(), source)
         do_lower_case = bool(module_config.get("do_lower_case", False))

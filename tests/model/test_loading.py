@@ -41,3 +41,24 @@ def test_a_half_precision_checkpoint_loads_as_float32(tiny_model_factory):
     assert all(p.requires_grad for p in model.pipeline.transformer.mpnet.parameters())
     reference = SentenceTransformer(str(path), device="cpu")
     np.testing.assert_allclose(model.encode(TEXTS), reference.encode(TEXTS), atol=1e-5, rtol=0)
+
+
+def test_each_load_reads_the_weights_once(tiny_model, tmp_path, monkeypatch):
+    """The int8 runner quantizes the float32 weights as read (the encoder casts nothing first),
+    and a cross-encoder's MPNet and head come from one read of the file."""
+    import sentembed.model.weights as weights
+    from sentembed.backends.int8 import int8_supported
+    from tests.support import build_cross_encoder
+
+    reads = []
+    monkeypatch.setattr(weights, "load_file", lambda file, _load=weights.load_file: reads.append(file) or _load(file))
+    cross_encoder = build_cross_encoder(tmp_path)
+    cases = [lambda: sentembed.load_cross_encoder(cross_encoder, device="cpu")]
+    if int8_supported():
+        cases += [lambda: sentembed.load(str(tiny_model), device="cpu", dtype="auto", quantize="int8"),
+                  lambda: sentembed.load_cross_encoder(cross_encoder, device="cpu", dtype="auto", quantize="int8")]
+    for load in cases:
+        reads.clear()
+        model = load()
+        assert len(reads) == 1, reads
+        model.encode("x") if hasattr(model, "encode") else model.predict(("q", "d"))
