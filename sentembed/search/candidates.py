@@ -37,10 +37,15 @@ class Candidates:
     """
 
     def __init__(self, n_queries: int, k: int, slack: torch.Tensor, rel: float,
-                 exact: Callable[[int, int, torch.Tensor], torch.Tensor] | None = None) -> None:
+                 exact: Callable[[int, int, torch.Tensor], torch.Tensor] | None = None,
+                 refine: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+                                  tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
         """`exact(lo, hi, rows) -> (hi - lo, len(rows))`: fp32 scores of queries [lo, hi) and
-        global `rows`, for `tighten` and `rescore` (an approximate scan needs it)."""
+        global `rows`, for `tighten` and `rescore` (an approximate scan needs it).
+        `refine(query, rows, score, err) -> (score, err)`: tighter scores and bounds of the
+        pairs it can, at less cost than `exact`, tried before the final re-scoring."""
         self.n, self.k, self.slack, self.rel, self.exact = n_queries, k, slack, rel, exact
+        self.refine = refine
         self.fast = bool(slack.any()) or rel > 0  # approximate scans still in use
         self.query = torch.zeros(0, dtype=torch.long)
         self.row = torch.zeros(0, dtype=torch.long)
@@ -170,6 +175,11 @@ class Candidates:
         if len(self.row) > self.kept:
             self._prune()
         self.tighten()
+        if self.refine is not None:
+            which = (self.err != 0).nonzero()[:, 0]
+            score, err = self.refine(self.query[which], self.row[which], self.score[which], self.err[which])
+            self.score[which], self.err[which] = score, self._err(err, score)
+            self._prune()
         self._settle((self.err != 0).nonzero()[:, 0])
         self.slack, self.rel, self.fast = torch.zeros_like(self.slack), 0.0, False
         self.kth.fill_(-math.inf)

@@ -91,6 +91,21 @@ def _fp32_scorer(blocks: list[Block], q: torch.Tensor, extra: torch.Tensor | Non
     return scores
 
 
+def _int8_refiner(blocks: list[Block], copies: list[Shadow | Int8Copy | None], scan: Int8Scan) -> Callable:
+    """Candidates' `refine`: pairs whose rows are in int8-scanned blocks get Int8Scan.refine's
+    scores and bounds; the others keep theirs."""
+    spans = [(b.first, b.first + len(b.vectors), c) for b, c in zip(blocks, copies) if isinstance(c, Int8Copy)]
+
+    def refine(query: torch.Tensor, rows: torch.Tensor, score: torch.Tensor,
+               err: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        for lo, hi, copy in spans:
+            at = ((rows >= lo) & (rows < hi)).nonzero()[:, 0]
+            if len(at):
+                score[at], err[at] = scan.refine(copy, query[at], rows[at] - lo)
+        return score, err
+    return refine
+
+
 def _non_finite(row: int) -> ValueError:
     return ValueError(
         f"corpus row {row} gives a non-finite score: it contains NaN or infinity "
@@ -158,7 +173,8 @@ def topk_blocks(
             slack = torch.maximum(slack, scan.slack)
         prepared.append((q, extra, scans))
         trackers.append(Candidates(len(q), k, slack, max((sc.rel for sc in scans.values()), default=0.0),
-                                   _fp32_scorer(blocks, q, extra, similarity)))
+                                   _fp32_scorer(blocks, q, extra, similarity),
+                                   _int8_refiner(blocks, copies, scans[Int8Copy]) if Int8Copy in scans else None))
     ex = torch.from_numpy(np.ascontiguousarray(exclude, dtype=bool)) if exclude is not None else None
     steps = 0
     for block, copy in zip(blocks, copies):

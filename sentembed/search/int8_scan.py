@@ -33,6 +33,16 @@ keeps fewer rows (about half as many on random unit vectors). On random unit 768
 about 0.02; rows whose rounding errors all point along the query reach 99.6% of it
 (tests/search/test_search_int8.py).
 
+Refining. Before the candidates left at the end are re-scored from the fp32 rows (read from
+disk), each gets a tighter bound from its int8 codes and the fp32 query: t = fl(q.b) in fp32,
+any summation order, then r' = t s_c in float64 (exact). |t - q.b| <= gamma_d |q| |b| (+ d 2^-150
+for underflow), and s_c |b| = |c^|, so |r' - q.c^| <= gamma_d |q| n_c + d 2^-150 s_c, and
+
+    |r' - f| <= |q| (e_c + gamma_d (2 n_c + e_c)) + d 2^-150 s_c
+
+(d here counts the padding's zero columns). The query's own rounding (e_q n_c, about half of D)
+no longer counts, and most of the candidates fall out before their fp32 rows are read.
+
 Against the bf16 copy (prefilter.py), whose bound is about ten times tighter, the scan's
 products are faster and its re-scoring longer; benchmarks/RESULTS.md has the figures.
 
@@ -71,6 +81,7 @@ SCALE_GROUP = GROUP  # rows sharing one scale in a corpus copy: Int8Scores' grou
 # gathered, strided by the number of queries, so short runs gather less; 32 took 0.67 ms a step
 # of 16,384 rows by 100 queries where whole groups of 128 took 1.05 (benchmarks/RESULTS.md).
 TEST_ROWS = 32
+REFINE_PAIRS = 4096  # candidates refined at once (Int8Scan.refine): 12 MB of fp32 codes
 
 
 def padded(dim: int) -> int:
@@ -236,6 +247,7 @@ class Int8Scan:
     def __init__(self, queries: torch.Tensor, copies: list[Int8Copy]) -> None:
         codes, scale, _, err = quantize(queries.numpy())
         self.a = torch.from_numpy(codes)
+        self.queries = torch.nn.functional.pad(queries.float(), (0, codes.shape[1] - queries.shape[1]))
         # With AMX the queries are packed once and each block of rows multiplies them: the
         # products come out (rows, queries), which Int8Scores reads through a transposed view.
         self.packed = Int8Matrix(self.a) if amx_matmul() else None
@@ -259,6 +271,22 @@ class Int8Scan:
         rows = copy.rows(start, stop)
         products = self.packed(rows).t() if self.packed is not None else torch._int_mm(self.a, rows.T)
         return Int8Scores(products, _tensor(copy.scale[start:stop])), self.scale
+
+    def refine(self, copy: Int8Copy, q: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores r' (float64) of pairs (query q, row of `copy`) from the fp32 query and the
+        row's codes, and their bound, |r' - f| <= the second (see "Refining" above)."""
+        t = torch.empty(len(rows))
+        # A dot product a pair, not a matrix product: each row is wanted by a query or two.
+        for s in range(0, len(rows), REFINE_PAIRS):
+            codes = _tensor(copy.codes[rows[s : s + REFINE_PAIRS].numpy()]).float()
+            t[s : s + REFINE_PAIRS] = (self.queries[q[s : s + REFINE_PAIRS]] * codes).sum(dim=1)
+        at = rows.numpy()
+        scale, n, e = (torch.from_numpy(np.asarray(c[at], dtype=np.float64)) for c in (copy.scale, copy.norm, copy.err))
+        width = self.queries.shape[1]  # the padding's zero columns add nothing, yet count here
+        gamma = width * FP32_ROUNDOFF / (1 - width * FP32_ROUNDOFF)
+        norm = self.q_norm[q]
+        bound = norm * (e + self.gamma * (n + e)) + gamma * norm * n + width * 2.0 ** -150 * scale
+        return t.double() * scale, bound * (1 + 1e-9)
 
     def row_slack(self, copy: Int8Copy, start: int, q: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """D(q, c) of pairs (query q, row start + c)."""
