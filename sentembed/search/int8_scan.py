@@ -81,7 +81,7 @@ SCALE_GROUP = GROUP  # rows sharing one scale in a corpus copy: Int8Scores' grou
 # gathered, strided by the number of queries, so short runs gather less; 32 took 0.67 ms a step
 # of 16,384 rows by 100 queries where whole groups of 128 took 1.05 (benchmarks/RESULTS.md).
 TEST_ROWS = 32
-REFINE_PAIRS = 4096  # candidates refined at once (Int8Scan.refine): 12 MB of fp32 codes
+REFINE_PAIRS = 1024  # candidates refined at once (Int8Scan.refine): 3 MB of fp32 codes, 3 of queries
 
 
 def padded(dim: int) -> int:
@@ -278,8 +278,9 @@ class Int8Scan:
         t = torch.empty(len(rows))
         # A dot product a pair, not a matrix product: each row is wanted by a query or two.
         for s in range(0, len(rows), REFINE_PAIRS):
-            codes = _tensor(copy.codes[rows[s : s + REFINE_PAIRS].numpy()]).float()
-            t[s : s + REFINE_PAIRS] = (self.queries[q[s : s + REFINE_PAIRS]] * codes).sum(dim=1)
+            part = slice(s, s + REFINE_PAIRS)
+            codes = _tensor(copy.codes[rows[part].numpy()]).float()
+            t[part] = torch.bmm(codes.unsqueeze(1), self.queries[q[part]].unsqueeze(2)).view(-1)
         at = rows.numpy()
         scale, n, e = (torch.from_numpy(np.asarray(c[at], dtype=np.float64)) for c in (copy.scale, copy.norm, copy.err))
         width = self.queries.shape[1]  # the padding's zero columns add nothing, yet count here
