@@ -146,6 +146,27 @@ def build_cross_encoder(out: Path, num_labels: int = 1, activation: torch.nn.Mod
     return out / "model"
 
 
+def encode_in_threads(encoder, texts: list[str], threads: int = 4, timeout: float = 120.0) -> list[np.ndarray]:
+    """`encoder.encode(texts)` from `threads` threads at once (each its own rotation of the
+    texts, returned in the original order); fails, instead of hanging, if any does not finish."""
+    out: list = [None] * threads
+
+    def run(i: int) -> None:
+        order = list(range(i, len(texts))) + list(range(i))
+        vectors = encoder.encode([texts[j] for j in order], normalize=False)
+        out[i] = vectors[np.argsort(order)]
+
+    workers = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    deadline = time.monotonic() + timeout
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+    assert not any(w.is_alive() for w in workers), f"encode from {threads} threads at once did not finish in {timeout} s"
+    assert all(o is not None for o in out), "an encode call failed in its thread"
+    return out
+
+
 def no_dropout(enc) -> None:
     """Turn dropout off everywhere (nn.Dropout and the attention's dropout_p), so runs that
     split a batch differently still compute the same function."""

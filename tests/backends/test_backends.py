@@ -78,6 +78,15 @@ def test_fp32_matches_torch(exported, tiny_fp32, backend):
 
 
 @pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_threads_encoding_at_once_each_get_their_vectors(exported, tiny_fp32, backend):
+    from support import encode_in_threads
+
+    enc = sentembed.load(str(exported), backend=backend)
+    for got in encode_in_threads(enc, TEXTS * 8):
+        assert np.abs(got - np.tile(tiny_fp32, (8, 1))).max() < 1e-4
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
 def test_missing_default_file_is_exported_on_the_fly(tiny_model, tiny_fp32, backend):
     pytest.importorskip("onnxruntime" if backend == "onnx" else "openvino")
     got = sentembed.load(str(tiny_model), backend=backend).encode(TEXTS, normalize=False)

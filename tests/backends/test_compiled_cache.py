@@ -10,6 +10,8 @@ import dataclasses
 import gc
 import os
 import shutil
+import subprocess
+import sys
 import warnings
 import weakref
 from pathlib import Path
@@ -76,6 +78,24 @@ def test_a_later_load_builds_no_int8_weight_and_gives_the_same_vectors(fresh, ti
     np.testing.assert_array_equal(enc.encode(TEXTS, normalize=False), want)
     assert _package(home).stat().st_mtime > 1_000  # marked used: pruning keeps it longest
     assert int8_weights_built == [] and runner.model is None  # the graph ran, not the eager modules
+
+
+def test_threads_encoding_at_once_each_get_their_vectors(fresh, tiny_model, tmp_path):
+    """The graph serves one call at a time (waited for with the GIL held, which its int8 op
+    needs): a second thread waits for the first instead of both hanging. In a process of its
+    own, which a hang would not let this one leave."""
+    home, want = fresh
+    script = (f"import numpy as np, sentembed; from support import encode_in_threads\n"
+              f"enc = sentembed.load({str(tiny_model)!r}, quantize='int8')\n"
+              f"assert enc.pipeline.transformer.mpnet.compiled\n"
+              f"np.save({str(tmp_path / 'got.npy')!r}, np.stack(encode_in_threads(enc, {TEXTS!r} * 8)))\n")
+    env = {**os.environ, "SENTEMBED_HOME": str(home), "PYTHONPATH": str(Path(__file__).parents[1])}
+    try:
+        subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        pytest.fail("encode from 4 threads at once hung")
+    for got in np.load(tmp_path / "got.npy"):
+        np.testing.assert_array_equal(got, np.tile(want, (8, 1)))
 
 
 def test_a_later_load_keeps_no_float_weights(fresh, tiny_model, monkeypatch):
