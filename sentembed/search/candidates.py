@@ -54,13 +54,14 @@ class Candidates:
         self.kth = torch.full((n_queries,), -math.inf, dtype=torch.float64)
         self.floor = torch.full((n_queries,), -math.inf, dtype=torch.float64)
         self.kept = 0  # candidates after the last pruning
+        self._floor_changed()
 
     def add(self, scores: torch.Tensor, offset: int, scale: torch.Tensor | None = None,
             slack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> None:
         """Rows of `scores` (approximate when `slack(q, c)` bounds their error, each row's score
         times `scale[q]` when given) that may still be in the top k."""
         taken = None
-        if scores.shape[1] >= self.k and not bool(torch.isfinite(self.kth).all()):
+        if scores.shape[1] >= self.k and not self._every_kth:
             # Until k rows are seen there is no floor: this chunk's own best k give one, from
             # their fp32 scores where they can be had (then the floor has no error in it).
             best, at = torch.topk(scores.float(), self.k, dim=1)
@@ -74,8 +75,7 @@ class Candidates:
                 best = best[:, -1].double()
                 best = best * scale if scale is not None else best
                 self._raise_floor(best - self._err(self.slack, best) if slack is not None else best)
-        floor = self.floor if scale is None else self.floor / scale
-        q, c = at_or_above(scores, _down32(floor - HEADROOM * floor.abs()))
+        q, c = at_or_above(scores, self._scan_floor(scale))
         if taken is not None:
             q, c = q[~taken[q, c]], c[~taken[q, c]]
         self._append(scores, offset, scale, slack, q, c)
@@ -91,6 +91,18 @@ class Candidates:
         if len(self.row) > 2 * self.kept + self.n * self.k:  # sorting once the list doubles keeps it linear
             self._prune()
 
+    def _scan_floor(self, scale: torch.Tensor | None) -> torch.Tensor:
+        """The floor as `at_or_above` compares scores with it (scores divided by `scale[q]`), in
+        float32 rounded down; kept from step to step until the floor moves."""
+        if self._scan_floors is None or self._scan_floors[0] is not scale:
+            floor = self.floor if scale is None else self.floor / scale
+            self._scan_floors = (scale, _down32(floor - HEADROOM * floor.abs()))
+        return self._scan_floors[1]
+
+    def _floor_changed(self) -> None:
+        self._scan_floors: tuple[torch.Tensor | None, torch.Tensor] | None = None
+        self._every_kth = bool(torch.isfinite(self.kth).all())  # every query has a k-th bound
+
     def _err(self, slack: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """The bound s of scores `r` whose error is at most slack + rel |r|, widened for its own
         float64 evaluation and for that of r - s and r + s."""
@@ -104,6 +116,7 @@ class Candidates:
         floor = torch.where(y >= 0, y / (1 + big_r), y / (1 - big_r))
         floor = floor - HEADROOM * (self.kth.abs() + big_s + floor.abs())
         self.floor = torch.where(torch.isfinite(self.kth), torch.maximum(self.floor, floor), self.floor)
+        self._floor_changed()
 
     def _ranked(self, key: torch.Tensor) -> torch.Tensor:
         """Positions of each query's candidates, largest `key` first (ties: lower row first)."""
@@ -184,6 +197,7 @@ class Candidates:
         self.slack, self.rel, self.fast = torch.zeros_like(self.slack), 0.0, False
         self.kth.fill_(-math.inf)
         self.floor.fill_(-math.inf)
+        self._floor_changed()
         self._prune()
 
     def tighten(self) -> None:
