@@ -1,8 +1,9 @@
 """How a forward pass runs: torch (fp32, bf16, fp16, int8), ONNX Runtime, OpenVINO.
 
 `sentembed.load(..., backend=, dtype=, quantize=, file_name=)` builds the torch encoder, its
-weights left in float32, then calls `apply_backend`, which swaps `encoder.pipeline.transformer.mpnet` (the MPNet
-module, `(input_ids, attention_mask) -> token_embeddings`) for a runtime that does the same:
+weights left in float32, then calls `apply_backend`, which swaps
+`encoder.pipeline.transformer.mpnet` (the MPNet module, `(input_ids, attention_mask) ->
+token_embeddings`) for a runtime that does the same:
 
     backend   dtype               quantize   runs
     torch     float32/bfloat16/   None       our MPNet (handled by load itself)
