@@ -50,9 +50,10 @@ def read_rows(file: Path | BinaryIO, dim: int, rows: np.ndarray) -> np.ndarray:
 
 
 # Rows read between two releases of the mapping's pages: a fault maps the page-cache folio
-# around its row (up to 2 MB with large folios), so this bounds the memory a read holds (about
-# 50 MB on 768-d rows) at about half the time of a pread a row.
-MAPPED_READ_ROWS = 64
+# around its row (up to 2 MB with large folios), so this bounds the memory a read holds: about
+# 32 MB on 768-d rows where 64 rows held 102 MB, the most an index search held beyond its int8
+# copy (benchmarks/RESULTS.md); each release costs a little (a search 3% slower than at 64).
+MAPPED_READ_ROWS = 16
 
 
 def row_reader(file: BinaryIO, n_rows: int, dim: int) -> Callable[[np.ndarray], np.ndarray]:
