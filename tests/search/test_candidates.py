@@ -40,3 +40,19 @@ def test_kth_and_best_agree_with_sorting(case):
         assert len(chosen) == min(cands.k, len(mine))
         # the chosen are k largest: their values are the top of the sorted list (ties: any of them)
         np.testing.assert_array_equal(np.sort(score[chosen])[::-1], mine[: len(chosen)])
+
+
+def test_more_queries_than_16_bits_hold():
+    """A query chunk over 32,768 queries (query_chunk_size set so) groups by 64-bit keys."""
+    n = 40_000
+    rng = np.random.default_rng(0)
+    cands = Candidates(n, 1, torch.zeros(n, dtype=torch.float64), 0.0)
+    cands.query = torch.from_numpy(np.repeat(np.arange(n), 2)[rng.permutation(2 * n)])
+    cands.score = torch.from_numpy(rng.standard_normal(2 * n))
+    cands.row = torch.arange(2 * n)
+    want = np.full(n, -np.inf)
+    np.maximum.at(want, cands.query.numpy(), cands.score.numpy())
+    np.testing.assert_array_equal(cands._kth(cands.score).numpy(), want)
+    best = cands._best().numpy()
+    np.testing.assert_array_equal(np.sort(cands.query.numpy()[best]), np.arange(n))
+    np.testing.assert_array_equal(cands.score.numpy()[best], want[cands.query.numpy()[best]])
