@@ -26,10 +26,10 @@ from ..vectors import as_matrix, prepare_queries, resolve_similarity, score_chun
 SCORE_BUFFER_FLOATS = 1 << 24  # 64 MB of scores at most per step
 MAX_CORPUS_CHUNK = 65536
 MIN_CORPUS_CHUNK = 4096
-# Rows a step through an int8 or bf16 copy: the scores then stay in cache between the product
-# and the look for survivors (200,000 rows, 100 queries, one thread: int8 0.22 s against 0.28 s
-# in steps of 65,536; bf16 0.19 against 0.20).
-COPY_CHUNK = 16384
+# Rows a step through an int8 or bf16 copy: the scores stay in cache between the product and
+# the look for survivors, and each step's fixed cost (tens of small tensor operations) is paid
+# 31 times a million rows (benchmarks/RESULTS.md: 16,384 and 65,536 were slower).
+COPY_CHUNK = 32768
 
 
 @dataclass(frozen=True)
