@@ -261,8 +261,12 @@ class Int8Scan:
         self.slack = self._slack(torch.arange(len(queries)), torch.tensor(n_max, dtype=torch.float64),
                                  torch.tensor(e_max, dtype=torch.float64))
 
+    def _row_side(self, q: torch.Tensor, n: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """|q| (e_c + gamma_d (n_c + e_c)): the row's rounding and the fp32 score's own error."""
+        return self.q_norm[q] * (e + self.gamma * (n + e))
+
     def _slack(self, q: torch.Tensor, n: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        d = self.q_err[q] * n + self.q_norm[q] * (e + self.gamma * (n + e))
+        d = self.q_err[q] * n + self._row_side(q, n, e)
         # Head-room for evaluating the bound in float64, and for a subnormal rho.
         return d * (1 + 1e-9) + 2.0 ** -148 * self.scale[q]
 
@@ -285,8 +289,7 @@ class Int8Scan:
         scale, n, e = (torch.from_numpy(np.asarray(c[at], dtype=np.float64)) for c in (copy.scale, copy.norm, copy.err))
         width = self.queries.shape[1]  # the padding's zero columns add nothing, yet count here
         gamma = width * FP32_ROUNDOFF / (1 - width * FP32_ROUNDOFF)
-        norm = self.q_norm[q]
-        bound = norm * (e + self.gamma * (n + e)) + gamma * norm * n + width * 2.0 ** -150 * scale
+        bound = self._row_side(q, n, e) + gamma * self.q_norm[q] * n + width * 2.0 ** -150 * scale
         return t.double() * scale, bound * (1 + 1e-9)
 
     def row_slack(self, copy: Int8Copy, start: int, q: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
