@@ -18,8 +18,10 @@ the same --dtype and --quantize (`sentembed serve`'s options, `load`'s arguments
 - fidelity: the lowest cosine between a vector the batching server sent and offline encode's
   (batches of other shapes; 1.0 up to rounding on the fp32 path).
 Responses are asked for as base64 (what OpenAI's own client asks for): floats as JSON text
-would cost the client more than the model. The client runs in this process and shares the
-2 cores with the server, as a real client on the same box would. Prints a markdown table and
+would cost the client more than the model. The clients run in this process and share the
+cores with the server: by default a lean HTTP/1.1 client (--client lean, about 0.2 ms of CPU a
+request), since httpx (--client httpx, about 3.7 ms a request) took a sixth of a core that the
+server's two model threads then waited for at every barrier. Prints a markdown table and
 writes benchmarks/results/serve.json (serve-int8.json, serve-bfloat16.json, ... for other paths),
 and beside it serve.png (latency percentiles, plots.py).
 The machine is shared: keep the counts small.
@@ -93,8 +95,9 @@ def start_server(model: str, batching: bool, encode_batch_size: int | None, path
         time.sleep(0.3)
 
 
-async def client(url: str, batches: list[list[str]], latencies: list[float], fmt: str,
-                 answers: list[tuple[list[str], bytes]]) -> None:
+async def httpx_client(url: str, batches: list[list[str]], latencies: list[float], fmt: str,
+                       answers: list[tuple[list[str], bytes]]) -> None:
+    """httpx, as many Python callers send: about 3.7 ms of CPU a request here."""
     import httpx
 
     async with httpx.AsyncClient(base_url=url, timeout=600) as http:
@@ -106,15 +109,44 @@ async def client(url: str, batches: list[list[str]], latencies: list[float], fmt
             answers.append((texts, r.content))  # read after the run: parsing would load the 2 cores
 
 
+async def lean_client(url: str, batches: list[list[str]], latencies: list[float], fmt: str,
+                      answers: list[tuple[list[str], bytes]]) -> None:
+    """HTTP/1.1 on one kept-alive connection, bodies encoded before the first request: a load
+    generator that leaves the server the 2 cores it shares with it (wrk and TEI's benchmark
+    are built for the same reason)."""
+    host, port = url.removeprefix("http://").split(":")
+    bodies = [json.dumps({"input": texts, "encoding_format": fmt}).encode() for texts in batches]
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        for texts, body in zip(batches, bodies):
+            t = time.perf_counter()
+            writer.write(b"POST /v1/embeddings HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (host.encode(), len(body), body))
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length: *(\d+)", head)
+            if length is None:
+                raise RuntimeError(f"no Content-Length in the answer: {head[:200]!r}")
+            content = await reader.readexactly(int(length.group(1)))
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"{head.splitlines()[0].decode()}: {content[:200].decode(errors='replace')}")
+            latencies.append(time.perf_counter() - t)
+            answers.append((texts, content))
+    finally:
+        writer.close()
+
+
+CLIENTS = {"lean": lean_client, "httpx": httpx_client}
+
+
 def load(url: str, plans: list[list[list[str]]], fmt: str,
-         vectors: dict[str, np.ndarray] | None = None) -> tuple[float, list[float]]:
+         vectors: dict[str, np.ndarray] | None = None, kind: str = "lean") -> tuple[float, list[float]]:
     """Run every client's plan at once; wall seconds and per-request latencies. Given `vectors`,
     the vectors the server sent go there, by text, once the clock has stopped."""
     latencies: list[float] = []
     answers: list[tuple[list[str], bytes]] = []
 
     async def run_all() -> None:
-        await asyncio.gather(*(client(url, p, latencies, fmt, answers) for p in plans))
+        await asyncio.gather(*(CLIENTS[kind](url, p, latencies, fmt, answers) for p in plans))
 
     t = time.perf_counter()
     asyncio.run(run_all())
@@ -162,6 +194,8 @@ def main() -> None:
     ap.add_argument("--single", type=int, default=3, help="single-sentence requests per client per round")
     ap.add_argument("--rounds", type=int, default=3, help="rounds, alternating the contenders; best of each")
     ap.add_argument("--format", default="base64", choices=["base64", "float"])
+    ap.add_argument("--client", default="lean", choices=list(CLIENTS),
+                    help="the load generator: lean HTTP/1.1 on asyncio streams, or httpx (more CPU a request)")
     ap.add_argument("--encode-batch-size", type=int, default=None,
                     help="texts a forward pass, servers and offline alike (default: the server's, 32 in int8, else 4)")
     ap.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES, help="as `sentembed serve --dtype`")
@@ -210,10 +244,10 @@ def main() -> None:
                 else:
                     proc, url = servers[name]
                     before, model = cpu_seconds(proc.pid), metric(url, "sentembed_batch_inference_seconds_sum")
-                    wall, _ = load(url, multi, args.format, served if name == "batching" else None)
+                    wall, _ = load(url, multi, args.format, served if name == "batching" else None, args.client)
                     cpu = cpu_seconds(proc.pid) - before + time.process_time() - own  # server + client
                     model = metric(url, "sentembed_batch_inference_seconds_sum") - model
-                    s_wall, lat = load(url, single, args.format)
+                    s_wall, lat = load(url, single, args.format, kind=args.client)
                     latencies[name] += lat
                     single_rate.setdefault(name, []).append(len(lat) / s_wall)
                 runs[name].append({"sentences_per_s": len(texts) / wall, "sentences_per_cpu_s": len(texts) / cpu,

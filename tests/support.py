@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import importlib.util
 import socket
+import sys
 import string
 import threading
 import time
@@ -293,3 +295,17 @@ def mean_batch_size(metrics: str) -> float:
     total = float(re.search(r"^sentembed_batch_size_sum (\S+)$", metrics, re.M).group(1))
     count = float(re.search(r"^sentembed_batch_size_count (\S+)$", metrics, re.M).group(1))
     return total / count
+
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def benchmark_script(name: str):
+    """A benchmarks/ script as a module (its `import plots` finds plots.py beside it)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

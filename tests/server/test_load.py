@@ -50,3 +50,26 @@ def test_load_real_model_small(real_encoder, stsb_sentences, live_server):
     texts = list(got)
     np.testing.assert_allclose(np.stack([got[t] for t in texts]), real_encoder.encode(texts), atol=1e-5)
     assert mean_batch_size(metrics) > 1
+
+
+def test_benchmark_load_generators_read_what_the_server_sent(tiny_encoder, stsb_sentences, live_server):
+    """benchmarks/serve.py's lean client parses its HTTP by hand: it gets the vectors httpx gets,
+    which are encode's, and an error answer stops it with its status."""
+    from support import benchmark_script
+
+    serve = benchmark_script("serve")
+    plans = [[stsb_sentences[i:i + 5], stsb_sentences[i + 5:i + 6]] for i in range(0, 60, 6)]
+    got = {}
+    with live_server(create_app(tiny_encoder)) as url:
+        for kind in ("lean", "httpx"):
+            got[kind] = {}
+            _, latencies = serve.load(url, plans, "base64", got[kind], kind=kind)
+            assert len(latencies) == 20
+        with pytest.raises(RuntimeError, match="413"):  # more inputs than max_client_batch_size
+            serve.load(url, [[["a"] * 2049]], "base64")
+    texts = list(got["lean"])
+    assert len(texts) == 60 and got["httpx"].keys() == got["lean"].keys()
+    # batches of other shapes round otherwise in the last bits
+    np.testing.assert_allclose(np.stack([got["lean"][t] for t in texts]), np.stack([got["httpx"][t] for t in texts]),
+                               atol=1e-6)
+    np.testing.assert_allclose(np.stack([got["lean"][t] for t in texts]), tiny_encoder.encode(texts), atol=1e-5)
