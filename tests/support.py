@@ -10,8 +10,8 @@ import contextlib
 import hashlib
 import importlib.util
 import socket
-import sys
 import string
+import sys
 import threading
 import time
 from pathlib import Path

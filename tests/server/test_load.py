@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sentembed.server import create_app
-from support import embed_concurrently, mean_batch_size
+from support import benchmark_script, embed_concurrently, mean_batch_size
 
 CLIENTS, REQUESTS = 32, 20
 
@@ -55,8 +55,6 @@ def test_load_real_model_small(real_encoder, stsb_sentences, live_server):
 def test_benchmark_load_generators_read_what_the_server_sent(tiny_encoder, stsb_sentences, live_server):
     """benchmarks/serve.py's lean client parses its HTTP by hand: it gets the vectors httpx gets,
     which are encode's, and an error answer stops it with its status."""
-    from support import benchmark_script
-
     serve = benchmark_script("serve")
     plans = [[stsb_sentences[i:i + 5], stsb_sentences[i + 5:i + 6]] for i in range(0, 60, 6)]
     got = {}
