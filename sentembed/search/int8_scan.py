@@ -70,16 +70,21 @@ from . import prefilter
 from .candidates import GROUP, at_or_above
 
 FP32_ROUNDOFF = 2.0 ** -24
-G2 = 2 * FP32_ROUNDOFF / (1 - 2 * FP32_ROUNDOFF)
-REL = G2 / (1 - G2)  # the two fp32 roundings of rho, relative to |r|
+
+
+def gamma(n: int) -> float:
+    """gamma_n = n u / (1 - n u): the relative error bound of n fp32 roundings in a row."""
+    return n * FP32_ROUNDOFF / (1 - n * FP32_ROUNDOFF)
+
+
+REL = gamma(2) / (1 - gamma(2))  # the two fp32 roundings of rho, relative to |r|
 MAX_DIM = (2 ** 31 - 1) // 127 ** 2  # int32 sums stay exact
 TRAILER = struct.Struct("<8sQQdd")  # magic, rows, dimension, largest |c^|, largest |c^ - c|
 MAGIC = b"SEI8\x00\x00\x00\x01"
 WRITE_ROWS = 2048  # rows quantized at once when writing a copy (in float64: 12 MB for 768-d)
 SCALE_GROUP = GROUP  # rows sharing one scale in a corpus copy: Int8Scores' groups of columns
-# Columns Int8Scores tests at once by their largest product: a run that passes has its products
-# gathered, strided by the number of queries, so short runs gather less; 32 took 0.67 ms a step
-# of 16,384 rows by 100 queries where whole groups of 128 took 1.05 (benchmarks/RESULTS.md).
+# Columns Int8Scores tests at once by their largest product, a passing run then gathered: 32 took
+# 0.67 ms a step of 16,384 rows by 100 queries, whole groups of 128 1.05 (benchmarks/RESULTS.md).
 TEST_ROWS = 32
 REFINE_PAIRS = 1024  # candidates refined at once (Int8Scan.refine): 3 MB of fp32 codes, 3 of queries
 
@@ -254,8 +259,7 @@ class Int8Scan:
         self.scale = torch.from_numpy(scale).double()
         self.q_err = torch.from_numpy(err)
         self.q_norm = torch.linalg.vector_norm(queries.double(), dim=1)
-        d = queries.shape[1]
-        self.gamma = d * FP32_ROUNDOFF / (1 - d * FP32_ROUNDOFF)
+        self.gamma = gamma(queries.shape[1])
         n_max = max(c.max_norm for c in copies)
         e_max = max(c.max_err for c in copies)
         self.slack = self._slack(torch.arange(len(queries)), torch.tensor(n_max, dtype=torch.float64),
@@ -285,11 +289,10 @@ class Int8Scan:
             part = slice(s, s + REFINE_PAIRS)
             codes = _tensor(copy.codes[rows[part].numpy()]).float()
             t[part] = torch.bmm(codes.unsqueeze(1), self.queries[q[part]].unsqueeze(2)).view(-1)
-        at = rows.numpy()
-        scale, n, e = (torch.from_numpy(np.asarray(c[at], dtype=np.float64)) for c in (copy.scale, copy.norm, copy.err))
+        scale, n, e = (torch.from_numpy(np.asarray(c[rows.numpy()], dtype=np.float64))
+                       for c in (copy.scale, copy.norm, copy.err))
         width = self.queries.shape[1]  # the padding's zero columns add nothing, yet count here
-        gamma = width * FP32_ROUNDOFF / (1 - width * FP32_ROUNDOFF)
-        bound = self._row_side(q, n, e) + gamma * self.q_norm[q] * n + width * 2.0 ** -150 * scale
+        bound = self._row_side(q, n, e) + gamma(width) * self.q_norm[q] * n + width * 2.0 ** -150 * scale
         return t.double() * scale, bound * (1 + 1e-9)
 
     def row_slack(self, copy: Int8Copy, start: int, q: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
