@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .encoder import CPU_TOKEN_BUDGET, PROGRESS_THRESHOLD
+from .encoder import PROGRESS_THRESHOLD
 from .loaded_model import DTYPES, LoadedModel
 from .model import MPNet
 from .model.batching import plan_batches
@@ -113,7 +113,7 @@ class CrossEncoder(LoadedModel):
     def _logits(self, pairs: list[tuple[str, str]], batch_size: int, show_progress: bool | None) -> torch.Tensor:
         ids = self.tokenizer.pair_ids([(self._clip(q), self._clip(d)) for q, d in pairs])
         # Padded batches of similar lengths under the encoder's token budget (model/batching.py).
-        budget = CPU_TOKEN_BUDGET if self.device.type == "cpu" else batch_size * self.max_seq_length
+        budget = self.token_budget(batch_size)
         output = torch.empty((len(pairs), self.num_labels), dtype=torch.float32)
         show = len(pairs) > PROGRESS_THRESHOLD if show_progress is None else show_progress
         with torch.inference_mode(), tqdm(total=len(pairs), disable=not show, desc="rerank", unit="pair") as bar:

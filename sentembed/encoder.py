@@ -26,10 +26,6 @@ from .vectors import pairwise_scores, resolve_similarity
 
 # Inputs with more texts than this get a progress bar unless asked otherwise.
 PROGRESS_THRESHOLD = 1024
-# On CPU a batch's activations should stay in cache: batches of about 512 tokens were the
-# fastest on 2 EPYC cores, for sentences and documents alike (1,038 tokens/s on STS-B
-# sentences against 703 at 4,096 tokens a batch). GPUs want large batches instead.
-CPU_TOKEN_BUDGET = 512
 # The prompt names each role looks for, in order, as in sentence-transformers.
 ROLE_PROMPTS = {"query": ("query",), "document": ("document", "passage", "corpus")}
 
@@ -130,7 +126,7 @@ class SentenceEncoder(LoadedModel):
     def plan_batches(self, lengths: Sequence[int], batch_size: int = 32) -> list[list[int]]:
         """The forward passes encode() runs for texts of these token lengths: lists of their
         indices, longest first (model/batching.py). A batch holds at most batch_size texts and,
-        padded, about CPU_TOKEN_BUDGET tokens on CPU (batch_size × max_seq_length elsewhere);
+        padded, about `token_budget(batch_size)` tokens (on CPU 512, or what the runtime asks for);
         where packing is on, a packed row holds that many tokens.
 
         >>> model.plan_batches([12, 300, 40], batch_size=32)   # on CPU
@@ -138,7 +134,7 @@ class SentenceEncoder(LoadedModel):
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        budget = CPU_TOKEN_BUDGET if self.device.type == "cpu" else batch_size * self.max_seq_length
+        budget = self.token_budget(batch_size)
         if self._packs():
             return plan_batches(lengths, budget, packed=True)
         return plan_batches(lengths, budget, batch_size)
@@ -183,10 +179,11 @@ class SentenceEncoder(LoadedModel):
 
         normalize: None follows the model, True scales to unit length, False skips the
         model's Normalize module. Batches hold at most batch_size texts of similar token
-        length, and on CPU about 512 tokens, so little is spent on padding and activations
-        stay in cache. output="token": each text's token embeddings instead, (tokens, hidden)
-        without padding, special and prompt tokens included, as sentence-transformers'
-        output_value="token_embeddings" (a list for a list of texts; float32, uncut).
+        length, and on CPU about 512 tokens (int8 through AMX: 1,024), so little is spent on
+        padding and activations stay in cache. output="token": each text's token embeddings
+        instead, (tokens, hidden) without padding, special and prompt tokens included, as
+        sentence-transformers' output_value="token_embeddings" (a list for a list of texts;
+        float32, uncut).
 
         >>> model.encode(["first", "second"]).shape
         (2, 768)

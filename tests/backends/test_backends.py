@@ -152,6 +152,21 @@ def test_int8_kernels_give_the_same_vectors(tiny_model, monkeypatch):
     np.testing.assert_array_equal(int_mm.encode(TEXTS, normalize=False), amx)
 
 
+def test_int8_through_amx_plans_longer_forward_passes(tiny_model, monkeypatch):
+    """Through AMX an int8 pass holds AMX_TOKEN_BUDGET tokens, elsewhere (and in fp32) 512."""
+    from sentembed.backends import int8
+
+    monkeypatch.setenv("SENTEMBED_COMPILE", "0")
+    enc = sentembed.load(str(tiny_model), quantize="int8")
+    lengths = [300, 300, 300, 300]
+    monkeypatch.setattr(int8, "amx_matmul", lambda: True)
+    assert enc.token_budget(32) == int8.AMX_TOKEN_BUDGET == 1024
+    assert enc.plan_batches(lengths) == [[0, 1, 2], [3]]
+    monkeypatch.setattr(int8, "amx_matmul", lambda: False)
+    assert enc.plan_batches(lengths) == [[0], [1], [2], [3]]
+    assert sentembed.load(str(tiny_model)).plan_batches(lengths) == [[0], [1], [2], [3]]
+
+
 def test_int8_rows_have_their_own_scale():
     from sentembed.backends.int8 import Int8Linear, quantize_rows
 
