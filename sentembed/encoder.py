@@ -126,7 +126,7 @@ class SentenceEncoder(LoadedModel):
     def plan_batches(self, lengths: Sequence[int], batch_size: int = 32) -> list[list[int]]:
         """The forward passes encode() runs for texts of these token lengths: lists of their
         indices, longest first (model/batching.py). A batch holds at most batch_size texts and,
-        padded, about `token_budget(batch_size)` tokens (on CPU 512, or what the runtime asks for);
+        padded, about `token_budget(batch_size)` tokens (on CPU 512; more on AMX);
         where packing is on, a packed row holds that many tokens.
 
         >>> model.plan_batches([12, 300, 40], batch_size=32)   # on CPU
@@ -179,11 +179,11 @@ class SentenceEncoder(LoadedModel):
 
         normalize: None follows the model, True scales to unit length, False skips the
         model's Normalize module. Batches hold at most batch_size texts of similar token
-        length, and on CPU about 512 tokens (int8 through AMX: 1,024), so little is spent on
-        padding and activations stay in cache. output="token": each text's token embeddings
-        instead, (tokens, hidden) without padding, special and prompt tokens included, as
-        sentence-transformers' output_value="token_embeddings" (a list for a list of texts;
-        float32, uncut).
+        length, and on CPU about 512 tokens (on AMX: 1,024 in int8, 2,048 in bf16), so little
+        is spent on padding and activations stay in cache. output="token": each text's token
+        embeddings instead, (tokens, hidden) without padding, special and prompt tokens
+        included, as sentence-transformers' output_value="token_embeddings" (a list for a list
+        of texts; float32, uncut).
 
         >>> model.encode(["first", "second"]).shape
         (2, 768)

@@ -49,6 +49,25 @@ def test_encode_ids_applies_the_output_options_as_encode(tiny_model):
     assert enc.encode_ids([]).shape == (0, enc.dimension)
 
 
+def test_bf16_on_amx_plans_longer_forward_passes(tiny_model, monkeypatch):
+    """torch's bf16 on AMX tiles holds AMX_BF16_TOKEN_BUDGET tokens a pass; fp32, and bf16
+    without AMX, the default 512."""
+    from types import SimpleNamespace
+
+    from sentembed import loaded_model
+
+    bf16, fp32 = (sentembed.load(str(tiny_model), dtype=dtype) for dtype in ("bfloat16", "float32"))
+    lengths = [300] * 8
+    alone = [[i] for i in range(8)]
+    monkeypatch.setattr(loaded_model, "cpu", lambda: SimpleNamespace(amx=True))
+    assert bf16.token_budget(32) == loaded_model.AMX_BF16_TOKEN_BUDGET == 2048
+    assert bf16.plan_batches(lengths) == [[0, 1, 2, 3, 4, 5], [6, 7]]
+    assert bf16.plan_batches(lengths, batch_size=4) == [[0, 1, 2, 3], [4, 5, 6, 7]]  # batch_size still binds
+    assert fp32.plan_batches(lengths) == alone
+    monkeypatch.setattr(loaded_model, "cpu", lambda: SimpleNamespace(amx=False))
+    assert bf16.plan_batches(lengths) == alone
+
+
 def test_encode_ids_runs_the_batch_as_given(tiny_model, monkeypatch):
     enc = sentembed.load(str(tiny_model), device="cpu")
     widths = []

@@ -103,8 +103,8 @@ def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torc
 
     On CPU this beats PyTorch's flash-attention kernel (about 100 GFLOP/s in bf16 on one
     300-token document here) by about 1.6x: one sequence's scores stay in cache (the
-    encoder's passes of 512 or 1,024 tokens keep them small), and under torch.compile the scale, the bias
-    and the softmax become one pass."""
+    encoder's passes of 512 or 1,024 tokens keep them small), and under torch.compile the
+    scale, the bias and the softmax become one pass."""
     scores = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5) + bias
     return torch.matmul(scores.softmax(dim=-1).to(v.dtype), v)
 
