@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from .model.cpu import choose_dtype, cpu
-from .model.mpnet import MPNet
+from .model.cpu import choose_dtype
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # On CPU a batch's activations should stay in cache: batches of about 512 tokens were the
 # fastest on 2 EPYC cores, for sentences and documents alike (1,038 tokens/s on STS-B
 # sentences against 703 at 4,096 tokens a batch). A runtime may ask for its own
-# (`cpu_token_budget`: the int8 one on AMX). GPUs want large batches instead.
+# (`cpu_token_budget`: on AMX, int8 and bf16 do). GPUs want large batches instead.
 CPU_TOKEN_BUDGET = 512
-# bf16 products on AMX tiles want longer passes: SciFact documents ran 1.36-1.40x faster.
-AMX_BF16_TOKEN_BUDGET = 2048
 
 
 class LoadedModel:
@@ -46,17 +43,11 @@ class LoadedModel:
         self.pipeline.transformer.max_seq_length = value
 
     def token_budget(self, batch_size: int) -> int:
-        """Tokens one padded forward pass holds: on CPU what the runtime asks for, else
-        AMX_BF16_TOKEN_BUDGET for torch's bf16 on AMX, else CPU_TOKEN_BUDGET; elsewhere
-        batch_size full windows."""
+        """Tokens one padded forward pass holds: on CPU what the runtime asks for (else
+        CPU_TOKEN_BUDGET), elsewhere batch_size full windows."""
         if self.device.type != "cpu":
             return batch_size * self.max_seq_length
-        runner = self.pipeline.transformer.mpnet
-        if getattr(runner, "cpu_token_budget", None):
-            return runner.cpu_token_budget
-        if isinstance(runner, MPNet) and self.dtype == "bfloat16" and cpu().amx:
-            return AMX_BF16_TOKEN_BUDGET
-        return CPU_TOKEN_BUDGET
+        return getattr(self.pipeline.transformer.mpnet, "cpu_token_budget", None) or CPU_TOKEN_BUDGET
 
     @property
     def tokenizer(self):

@@ -54,17 +54,17 @@ def test_bf16_on_amx_plans_longer_forward_passes(tiny_model, monkeypatch):
     without AMX, the default 512."""
     from types import SimpleNamespace
 
-    from sentembed import loaded_model
+    from sentembed.model import mpnet
 
     bf16, fp32 = (sentembed.load(str(tiny_model), dtype=dtype) for dtype in ("bfloat16", "float32"))
     lengths = [300] * 8
     alone = [[i] for i in range(8)]
-    monkeypatch.setattr(loaded_model, "cpu", lambda: SimpleNamespace(amx=True))
-    assert bf16.token_budget(32) == loaded_model.AMX_BF16_TOKEN_BUDGET == 2048
+    monkeypatch.setattr(mpnet, "cpu", lambda: SimpleNamespace(amx=True))
+    assert bf16.token_budget(32) == mpnet.AMX_BF16_TOKEN_BUDGET == 2048
     assert bf16.plan_batches(lengths) == [[0, 1, 2, 3, 4, 5], [6, 7]]
     assert bf16.plan_batches(lengths, batch_size=4) == [[0, 1, 2, 3], [4, 5, 6, 7]]  # batch_size still binds
     assert fp32.plan_batches(lengths) == alone
-    monkeypatch.setattr(loaded_model, "cpu", lambda: SimpleNamespace(amx=False))
+    monkeypatch.setattr(mpnet, "cpu", lambda: SimpleNamespace(amx=False))
     assert bf16.plan_batches(lengths) == alone
 
 
