@@ -6,7 +6,7 @@
 
 Two servers (batching on, batching off), each in a process of its own on 127.0.0.1, and
 offline `encode` of the very same texts (one call in this process, with the servers'
---encode-batch-size, and once more with encode's default 32 for reference), all loaded with
+--encode-batch-size, and with encode's default 32 for reference where that differs), all loaded with
 the same --dtype and --quantize (`sentembed serve`'s options, `load`'s arguments), in
 --rounds rounds that alternate the three and rotate their order; each one's best round:
 - throughput: 32 concurrent clients x --requests requests of 1-16 STS-B dev sentences on
@@ -48,7 +48,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))   # measure this checkout, whatever the venv has installed
 import plots  # noqa: E402  (benchmarks/plots.py, beside this script)
 from sentembed.backends.options import DTYPE_CHOICES, QUANTIZE_CHOICES  # noqa: E402  (no torch)
-from sentembed.server.limits import forward_batch_size  # noqa: E402
 DATA = Path(os.environ.get("SENTEMBED_DATA", ROOT.parent / "shared" / "data"))
 LAUNCH = ("import typer; from sentembed.server.cli import register; app = typer.Typer(); "
           "app.callback()(lambda: None); register(app); app()")
@@ -196,8 +195,8 @@ def main() -> None:
     ap.add_argument("--format", default="base64", choices=["base64", "float"])
     ap.add_argument("--client", default="lean", choices=list(CLIENTS),
                     help="the load generator: lean HTTP/1.1 on asyncio streams, or httpx (more CPU a request)")
-    ap.add_argument("--encode-batch-size", type=int, default=None,
-                    help="texts a forward pass, servers and offline alike (default: the server's, 32 in int8, else 4)")
+    ap.add_argument("--encode-batch-size", type=int, default=32,
+                    help="texts a forward pass, servers and offline alike (the server's default: 32)")
     ap.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES, help="as `sentembed serve --dtype`")
     ap.add_argument("--quantize", default=None, choices=QUANTIZE_CHOICES, help="as `sentembed serve --quantize`")
     ap.add_argument("--server-args", default="", help="more `sentembed serve` options, e.g. '--max-batch-tokens 2048'")
@@ -223,7 +222,7 @@ def main() -> None:
     servers = {name: start_server(args.model, batching, args.encode_batch_size, path, shlex.split(args.server_args))
                for name, batching in (("batching", True), ("no batching", False))}
     served: dict[str, np.ndarray] = {}  # what the batching server sent, by text
-    batch_size = args.encode_batch_size or forward_batch_size(args.quantize)
+    batch_size = args.encode_batch_size
     offline_bs = {"offline": batch_size} | ({"offline, batch 32": 32} if batch_size != 32 else {})  # 32: encode's default
     runs: dict[str, list[dict]] = {name: [] for name in (*offline_bs, *servers)}
     latencies: dict[str, list[float]] = {name: [] for name in servers}

@@ -52,8 +52,7 @@ def register(app: typer.Typer) -> None:
         max_input_chars: int = typer.Option(1_000_000, help="Characters of one input (413 beyond)."),
         auto_truncate: bool = typer.Option(False, help="Truncate long inputs instead of answering 422."),
         batching: bool = typer.Option(True, help="--no-batching runs every request alone (for comparison)."),
-        encode_batch_size: Optional[int] = typer.Option(
-            None, min=1, help="Texts a forward pass inside one model batch (default: 32 in int8, else 4)."),
+        encode_batch_size: int = typer.Option(32, min=1, help="Texts a forward pass inside one model batch."),
         cors_origin: Optional[List[str]] = typer.Option(
             None, "--cors-origin", help="Let pages of this web origin call the API from a browser (CORS); "
                                         "repeat for more, '*' for any. Off by default."),

@@ -55,21 +55,13 @@ class ServerConfig:
     max_search_response_bytes: int = 64 * 1024 * 1024
     auto_truncate: bool = False  # what `truncate` means when a request does not say
     batching: bool = True  # False: every request runs alone (the benchmark's baseline)
-    # Texts a forward pass, as the encoder's plan_batches cuts one take (None: the path's own,
-    # `forward_batch_size`).
-    encode_batch_size: int | None = None
+    # Texts a forward pass, as the encoder's plan_batches cuts one take: encode's default (on
+    # CPU the encoder's token budget keeps a pass of short texts small whatever this is).
+    encode_batch_size: int = 32
     model_name: str | None = None  # what /info and the OpenAI route call the model
     # Web origins whose pages may call the API from a browser (CORS), e.g. "https://app.example";
     # "*" for any. None by default: only same-origin pages (the playground) and non-browser clients.
     cors_origins: tuple[str, ...] = ()
-
-
-def forward_batch_size(quantization: str | None) -> int:
-    """Texts a forward pass of the server's path. fp32 and bf16: 4, forwards of ~1.5k tokens ran
-    1.3-1.8x faster per sentence than encode's default 32 x 384 on the 2-core dev box; int8: 32,
-    whose products gain from more rows (1.5x offline sentences/s at 32 against 4;
-    benchmarks/serve.py)."""
-    return 32 if quantization == "int8" else 4
 
 
 class APIError(Exception):

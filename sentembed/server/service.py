@@ -21,7 +21,7 @@ from sentembed.model.batching import estimated_tokens
 from sentembed.model.cpu import cpu
 from sentembed.server.batcher import Batcher, QueueFull
 from sentembed.server.keys import ANONYMOUS, Caller, KeyRing
-from sentembed.server.limits import APIError, ServerConfig, forward_batch_size, rate_limited
+from sentembed.server.limits import APIError, ServerConfig, rate_limited
 from sentembed.server.metrics import Metrics
 from sentembed.server.quota import Quota
 
@@ -61,7 +61,7 @@ class Service:
         self.name = config.model_name or str(getattr(encoder, "name", "model"))
         # Tokenizing a long input takes milliseconds: never on the event loop.
         self.tokenizer_pool = ThreadPoolExecutor(2, thread_name_prefix="sentembed-tokenize")
-        self.forward_batch_size = config.encode_batch_size or forward_batch_size(runs_in(encoder).get("quantization"))
+        self.forward_batch_size = config.encode_batch_size
         self.index_lock = threading.Lock()  # searches and changes of the index never overlap
         self._batcher: Batcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
