@@ -53,7 +53,8 @@ OUTLIER_CHANNELS = 4
 # per-token int8 turns such a last-bit difference into whole rows rounded otherwise. The extra
 # keys cost about 2% on sentences.
 ATTENTION_ALIGN = 32
-# Tokens a forward pass through AMX: SciFact documents ran 1.15x faster than at 512.
+# Tokens a forward pass through AMX, whose products pay for more rows than the default 512
+# (benchmarks/RESULTS.md, session 19).
 AMX_TOKEN_BUDGET = 1024
 
 
@@ -101,10 +102,10 @@ def quantize_gelu(pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d) + bias) v as two batched products and a softmax.
 
-    On CPU this beats PyTorch's flash-attention kernel (about 100 GFLOP/s in bf16 on one
-    300-token document here) by about 1.6x: one sequence's scores stay in cache (the
-    encoder's passes of 512 or 1,024 tokens keep them small), and under torch.compile the
-    scale, the bias and the softmax become one pass."""
+    Without AMX this beats PyTorch's flash-attention kernel by about 1.6x on documents: one
+    sequence's scores stay in cache, and under torch.compile the scale, the bias and the
+    softmax become one pass. On AMX that kernel is faster beyond 32 keys and slower at 32,
+    and mixing the two would tie a text's vector to its batch (RESULTS, session 19)."""
     scores = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5) + bias
     return torch.matmul(scores.softmax(dim=-1).to(v.dtype), v)
 

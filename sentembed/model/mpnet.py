@@ -27,7 +27,9 @@ from .config import MPNetConfig
 from .cpu import cpu
 from .kernels import Linear, Unpadded, onednn_linear
 
-AMX_BF16_TOKEN_BUDGET = 2048  # MPNet.cpu_token_budget
+# Tokens a forward pass in bf16 on AMX tiles, which pay for more rows than the default 512
+# (benchmarks/RESULTS.md, session 19).
+AMX_BF16_TOKEN_BUDGET = 2048
 
 
 def embedding(rows: int, dim: int, padding_idx: int | None = None) -> nn.Embedding:
@@ -251,8 +253,7 @@ class MPNet(nn.Module):
 
     @property
     def cpu_token_budget(self) -> int | None:
-        """Tokens a forward pass on CPU: in bf16 on AMX tiles, which pay for longer passes
-        (SciFact documents 1.36-1.40x faster than at 512), AMX_BF16_TOKEN_BUDGET; else the
+        """Tokens a forward pass on CPU: AMX_BF16_TOKEN_BUDGET in bf16 on AMX, else the
         encoder's default (None)."""
         bf16 = self.embeddings.word_embeddings.weight.dtype == torch.bfloat16
         return AMX_BF16_TOKEN_BUDGET if bf16 and cpu().amx else None

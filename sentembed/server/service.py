@@ -61,7 +61,6 @@ class Service:
         self.name = config.model_name or str(getattr(encoder, "name", "model"))
         # Tokenizing a long input takes milliseconds: never on the event loop.
         self.tokenizer_pool = ThreadPoolExecutor(2, thread_name_prefix="sentembed-tokenize")
-        self.forward_batch_size = config.encode_batch_size
         self.index_lock = threading.Lock()  # searches and changes of the index never overlap
         self._batcher: Batcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -87,8 +86,8 @@ class Service:
         self.tokenizer_pool.shutdown(wait=False, cancel_futures=True)
 
     def _plan(self, lengths: list[int]) -> list[list[int]]:
-        # The encoder's forward passes for these inputs: at most forward_batch_size texts each.
-        return self.enc.plan_batches(lengths, self.forward_batch_size)
+        # The encoder's forward passes for these inputs: at most encode_batch_size texts each.
+        return self.enc.plan_batches(lengths, self.config.encode_batch_size)
 
     def _encode(self, ids: list[list[int]], key: Hashable) -> np.ndarray:
         # One planned forward pass; the ids already hold the prompt, whose length pooling needs.
@@ -210,7 +209,7 @@ class Service:
                        "max_input_chars": c.max_input_chars,
                        "max_batch_tokens": c.max_batch_tokens, "max_queue_items": c.max_queue_items,
                        "auto_truncate": c.auto_truncate, "batching": c.batching,
-                       "forward_batch_size": self.forward_batch_size},
+                       "forward_batch_size": self.config.encode_batch_size},
             "auth": self.keys.enabled,
             "rate_limit": {"tokens_per_second": self.quota.rate, "burst": self.quota.burst} if self.quota.rate else None,
             **runs_in(self.enc), "cpu": cpu().to_dict(),
