@@ -14,7 +14,9 @@ the same --dtype and --quantize (`sentembed serve`'s options, `load`'s arguments
   per CPU-second (server + client process), which a busy shared machine disturbs less;
 - latency: 32 concurrent clients x --single requests of one sentence each; p50 and p99;
 - where the time goes: the share of the batching server's best round its model ran (its
-  /metrics), and how its forward passes compare with offline encode of the same texts;
+  /metrics), how its forward passes compare with offline encode of the same texts, and its
+  threads' time on a core, waiting for one and asleep (Linux's schedstat): the model's OpenMP
+  team beside offline encode's, the event loop's a request, the rest;
 - fidelity: the lowest cosine between a vector the batching server sent and offline encode's
   (batches of other shapes; 1.0 up to rounding on the fp32 path).
 Responses are asked for as base64 (what OpenAI's own client asks for): floats as JSON text
@@ -185,6 +187,31 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_seconds(pid: int) -> dict[str, tuple[float, float]]:
+    """Per thread of a process: seconds on a core and seconds waiting for one (Linux's
+    /proc/<pid>/task/<tid>/schedstat); {} where the kernel keeps no such file."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            ran, waited = (task / "schedstat").read_text().split()[:2]
+        except (OSError, ValueError):
+            continue
+        out[task.name] = (int(ran) / 1e9, int(waited) / 1e9)
+    return out
+
+
+def thread_use(before: dict, after: dict, team: int, loop: str | None) -> dict[str, float]:
+    """Where a process's threads spent a round: the model's OpenMP team (its `team` busiest
+    threads), the event loop (thread `loop`, a server's main thread) and the rest."""
+    ran = {tid: (r - before.get(tid, (0.0, 0.0))[0], w - before.get(tid, (0.0, 0.0))[1])
+           for tid, (r, w) in after.items()}
+    loop_s = ran.pop(loop, (0.0, 0.0))[0] if loop else 0.0
+    busiest = sorted(ran.values(), reverse=True)
+    return {"model_threads_s": sum(r for r, _ in busiest[:team]),
+            "model_threads_waiting_s": sum(w for _, w in busiest[:team]),
+            "event_loop_s": loop_s, "other_threads_s": sum(r for r, _ in busiest[team:])}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="all-mpnet-base-v2")
@@ -237,19 +264,23 @@ def main() -> None:
             for name in names[r % len(names):] + names[: r % len(names)]:
                 own = time.process_time()
                 if name in offline_bs:
-                    t = time.perf_counter()
+                    threads, t = thread_seconds(os.getpid()), time.perf_counter()
                     enc.encode(texts, batch_size=offline_bs[name], show_progress=False)
                     wall, cpu = time.perf_counter() - t, time.process_time() - own
+                    threads = thread_use(threads, thread_seconds(os.getpid()), torch.get_num_threads(), None)
                 else:
                     proc, url = servers[name]
                     before, model = cpu_seconds(proc.pid), metric(url, "sentembed_batch_inference_seconds_sum")
+                    threads = thread_seconds(proc.pid)
                     wall, _ = load(url, multi, args.format, served if name == "batching" else None, args.client)
                     cpu = cpu_seconds(proc.pid) - before + time.process_time() - own  # server + client
+                    threads = thread_use(threads, thread_seconds(proc.pid), torch.get_num_threads(), str(proc.pid))
                     model = metric(url, "sentembed_batch_inference_seconds_sum") - model
                     s_wall, lat = load(url, single, args.format, kind=args.client)
                     latencies[name] += lat
                     single_rate.setdefault(name, []).append(len(lat) / s_wall)
                 runs[name].append({"sentences_per_s": len(texts) / wall, "sentences_per_cpu_s": len(texts) / cpu,
+                                   "threads": threads,
                                    **({"model_seconds": model} if name in servers else {"seconds": wall})})
                 print(name, f"round {r}", runs[name][-1], flush=True)
         batch_sizes = {name: mean_batch(url) for name, (_, url) in servers.items()}
@@ -305,6 +336,19 @@ def main() -> None:
     busy = top["model_seconds"] * top["sentences_per_s"] / len(texts)
     print(f"the batching server's best round: its model ran {busy:.0%} of the time, its forward passes took "
           f"{top['model_seconds'] / min(x['seconds'] for x in runs['offline']):.2f}x offline encode's time for the same texts")
+    team = torch.get_num_threads()
+    offline = min(runs["offline"], key=lambda x: x["seconds"])
+
+    def slept(run: dict) -> str:  # the team's seconds on a core, waiting for one, asleep
+        use, wall = run["threads"], len(texts) / run["sentences_per_s"]
+        ran, waited = use["model_threads_s"], use["model_threads_waiting_s"]
+        return (f"ran {ran:.2f} s of {team * wall:.2f}, waited {waited:.2f} s for a core, "
+                f"slept {team * wall - ran - waited:.2f} s")
+
+    if top["threads"]["model_threads_s"]:
+        print(f"its model's {team} threads {slept(top)} (offline's best round: {slept(offline)}); its event loop ran "
+              f"{top['threads']['event_loop_s'] / (args.clients * args.requests) * 1e3:.2f} ms a request, "
+              f"its other threads {top['threads']['other_threads_s']:.2f} s")
     print(f"lowest cosine of a served vector to offline encode's: {min_cosine:.6f}")
     print(f"\nchart: {chart}")
 
