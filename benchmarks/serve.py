@@ -340,10 +340,9 @@ def main() -> None:
     offline = min(runs["offline"], key=lambda x: x["seconds"])
 
     def slept(run: dict) -> str:  # the team's seconds on a core, waiting for one, asleep
-        use, wall = run["threads"], len(texts) / run["sentences_per_s"]
+        use, span = run["threads"], team * len(texts) / run["sentences_per_s"]
         ran, waited = use["model_threads_s"], use["model_threads_waiting_s"]
-        return (f"ran {ran:.2f} s of {team * wall:.2f}, waited {waited:.2f} s for a core, "
-                f"slept {team * wall - ran - waited:.2f} s")
+        return f"ran {ran:.2f} s of {span:.2f}, waited {waited:.2f} s for a core, slept {span - ran - waited:.2f} s"
 
     if top["threads"]["model_threads_s"]:
         print(f"its model's {team} threads {slept(top)} (offline's best round: {slept(offline)}); its event loop ran "
