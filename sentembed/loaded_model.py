@@ -8,7 +8,7 @@ from .model.cpu import choose_dtype
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # On CPU a batch's activations should stay in cache: batches of about 512 tokens were the
-# fastest on Zen 4, for sentences and documents alike (benchmarks/RESULTS.md). A runtime may
+# fastest on 2 EPYC cores, for sentences and documents alike (benchmarks/RESULTS.md). A runtime may
 # ask for its own (`cpu_token_budget`: on AMX, int8 and bf16 do). GPUs want large batches.
 CPU_TOKEN_BUDGET = 512
 
